@@ -1,0 +1,6 @@
+"""The embedded model zoo: `zoo:NAME` specs that run offline. Each entry names a factory
+`build(weights: str | None, random_weights: bool) -> Target`, imported lazily."""
+
+ZOO: dict[str, str] = {
+    # filled by the zoo issue: "efficientnet-lite0", "mobilenet-v2", "world-clip", "world-llava", ...
+}
