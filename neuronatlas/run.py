@@ -1,0 +1,309 @@
+"""The run directory: the one module that knows its format (documented in docs/run-format.md).
+
+    RUN/run.json                       what was recorded and how (identity key, layouts, versions)
+    RUN/images.parquet                 one row per probe image: index, image_id, path, label, status
+    RUN/units.parquet                  one row per unit: unit id `layer:index`, statistics
+    RUN/hist_edges.npy                 histogram bin edges shared by all units
+    RUN/layers/LAYER/*.npy             top/bottom values and image indices (U, k), histogram (U, bins),
+                                       and with --save-acts the pooled matrix acts.npy (N, U) float32
+    RUN/partials/SHARD/checkpoint.npz  a shard's accumulators + progress, replaced atomically
+    RUN/partials/SHARD/digests.bin     (index int64, blake2b-16) per decoded image, append-only
+    RUN/partials/SHARD/acts/LAYER.npy  a shard's pooled rows, in shard order
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError, near_matches
+
+FORMAT = "neuronatlas-run"
+FORMAT_VERSION = 1
+DIGEST_RECORD = np.dtype([("index", "<i8"), ("digest", "V16")])
+
+
+# -- writing helpers ------------------------------------------------------------------------------
+@contextmanager
+def disk_errors(what: Path | str, resumable: bool = True):
+    """Turn 'out of disk' into one clear line; the previous checkpoint stays intact."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            tail = " ; the last checkpoint is kept and rerunning the same command resumes from it" \
+                if resumable else ""
+            raise UserError(f"out of disk space while writing {what}: free some space or choose "
+                            f"another --out directory{tail}") from None
+        raise
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with disk_errors(path):
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def write_json(path: Path, obj: dict) -> None:
+    _atomic_write(Path(path), lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False).encode()))
+
+
+def layer_dir(run: Path, layer: str) -> Path:
+    return Path(run) / "layers" / layer
+
+
+def partial_dir(run: Path, shard: int, n_shards: int) -> Path:
+    return Path(run) / "partials" / f"shard-{shard:05d}-of-{n_shards:05d}"
+
+
+# -- identity: never mix two recordings in one directory ------------------------------------------
+def create_or_verify(run: Path, meta: dict) -> dict:
+    """Create RUN/run.json, or check that the existing one has the same identity key."""
+    run = Path(run)
+    path = run / "run.json"
+    if path.exists():
+        old = read_meta(run)
+        diffs = [k for k in meta["key"] if old["key"].get(k) != meta["key"][k]]
+        if diffs:
+            field = diffs[0]
+            raise UserError(
+                f"{run} already holds a recording with a different {field} "
+                f"({_short(old['key'].get(field))} vs {_short(meta['key'][field])}); refusing to mix "
+                f"them: choose a new --out directory or delete the old run")
+        return old
+    with disk_errors(run, resumable=False):
+        run.mkdir(parents=True, exist_ok=True)
+    write_json(path, meta)
+    return meta
+
+
+def _short(v) -> str:
+    s = json.dumps(v, sort_keys=True)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def read_meta(run: Path) -> dict:
+    path = Path(run) / "run.json"
+    if not path.exists():
+        raise UserError(f"{run} is not a neuronatlas run (no run.json): record one with "
+                        f"`neuronatlas record MODEL --layers ... --data ... --out {run}`")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path} is not a neuronatlas run file")
+    return meta
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def save_checkpoint(pdir: Path, layer_states: dict[str, dict], progress: dict) -> None:
+    arrays = {f"{layer}/{name}": arr for layer, st in layer_states.items() for name, arr in st.items()}
+    arrays["__progress__"] = np.frombuffer(json.dumps(progress).encode(), dtype=np.uint8)
+    _atomic_write(Path(pdir) / "checkpoint.npz", lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(pdir: Path) -> tuple[dict[str, dict], dict] | None:
+    path = Path(pdir) / "checkpoint.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        progress = json.loads(bytes(z["__progress__"]).decode())
+        states: dict[str, dict] = {}
+        for key in z.files:
+            if key == "__progress__":
+                continue
+            layer, name = key.rsplit("/", 1)
+            states.setdefault(layer, {})[name] = z[key]
+    return states, progress
+
+
+def open_digests(pdir: Path, n_keep: int):
+    """Open the append-only digest log, dropping records written after the last checkpoint."""
+    path = Path(pdir) / "digests.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = n_keep * DIGEST_RECORD.itemsize
+    with open(path, "ab"):
+        pass
+    if path.stat().st_size > size:
+        os.truncate(path, size)
+    return open(path, "ab")
+
+
+def read_digests(pdir: Path) -> np.ndarray:
+    path = Path(pdir) / "digests.bin"
+    return np.fromfile(path, dtype=DIGEST_RECORD) if path.exists() else np.zeros(0, DIGEST_RECORD)
+
+
+class RowWriter:
+    """A (rows, units) float32 .npy file written a row block at a time, without memory mapping
+    (so resident memory stays flat however many rows are written)."""
+
+    def __init__(self, path: Path, n_rows: int, n_units: int):
+        self.path, self.n_units = Path(path), n_units
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with disk_errors(self.path):
+            if not self.path.exists():
+                header = {"descr": "<f4", "fortran_order": False, "shape": (n_rows, n_units)}
+                with open(self.path, "wb") as f:
+                    np.lib.format.write_array_header_1_0(f, header)
+                    self.offset = f.tell()
+                    f.truncate(self.offset + n_rows * n_units * 4)  # sparse; holes read as 0
+            with open(self.path, "rb") as f:
+                np.lib.format.read_magic(f)
+                np.lib.format.read_array_header_1_0(f)
+                self.offset = f.tell()
+            self.f = open(self.path, "r+b")
+
+    def write(self, row: int, block: np.ndarray) -> None:
+        with disk_errors(self.path):
+            self.f.seek(self.offset + row * self.n_units * 4)
+            self.f.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+
+    def flush(self) -> None:
+        with disk_errors(self.path):
+            self.f.flush()
+            os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+# -- final outputs (written by record.merge once every shard is complete) --------------------------
+def write_layer_arrays(run: Path, layer: str, arrays: dict[str, np.ndarray]) -> None:
+    d = layer_dir(run, layer)
+    with disk_errors(d, resumable=False):
+        d.mkdir(parents=True, exist_ok=True)
+    for name, arr in arrays.items():
+        _atomic_write(d / f"{name}.npy", lambda f, arr=arr: np.save(f, arr))
+
+
+def final_acts_writer(run: Path, layer: str, n_rows: int, n_units: int) -> "RowWriter":
+    path = layer_dir(run, layer) / "acts.npy"
+    if path.exists():
+        path.unlink()
+    return RowWriter(path, n_rows, n_units)
+
+
+def partial_acts_path(pdir: Path, layer: str) -> Path:
+    return Path(pdir) / "acts" / f"{layer}.npy"
+
+
+def write_table(run: Path, name: str, df) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    _atomic_write(Path(run) / f"{name}.parquet", lambda f: pq.write_table(table, f))
+
+
+def write_hist_edges(run: Path, edges: np.ndarray) -> None:
+    _atomic_write(Path(run) / "hist_edges.npy", lambda f: np.save(f, edges))
+
+
+# -- the finished run ----------------------------------------------------------------------------
+class Run:
+    """Read access to a recorded run: `neuronatlas.open_run(path)`."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.meta = read_meta(self.path)
+        if self.meta.get("status") != "complete":
+            raise UserError(f"{self.path} is not complete yet (status {self.meta.get('status')}): "
+                            f"rerun the record command to resume, or `neuronatlas merge {self.path}` "
+                            f"when every shard has finished")
+        self.layers = {l["name"]: l for l in self.meta["layers"]}
+        self._units = self._images = None
+        self._arrays: dict[tuple[str, str], np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        return (f"Run({str(self.path)!r}, model={self.meta['key']['model']['spec']!r}, "
+                f"layers={list(self.layers)}, images={self.meta['summary']['n_ok']})")
+
+    @property
+    def units(self):
+        import pandas as pd
+
+        if self._units is None:
+            self._units = pd.read_parquet(self.path / "units.parquet")
+        return self._units
+
+    @property
+    def images(self):
+        import pandas as pd
+
+        if self._images is None:
+            self._images = pd.read_parquet(self.path / "images.parquet")
+        return self._images
+
+    def parse_unit(self, unit: str) -> tuple[str, int]:
+        """`layer:index` -> (layer, index), with clear errors for unknown layers / out of range."""
+        layer, sep, idx = str(unit).rpartition(":")
+        if not sep or not idx.lstrip("-").isdigit():
+            raise UserError(f"unit '{unit}' is not of the form LAYER:INDEX (e.g. "
+                            f"{next(iter(self.layers))}:0)")
+        if layer not in self.layers:
+            hint = near_matches(layer, list(self.layers))
+            raise UserError(f"layer '{layer}' is not in this run; recorded layers: "
+                            f"{', '.join(hint or list(self.layers)[:8])}")
+        n = self.layers[layer]["n_units"]
+        i = int(idx)
+        if not 0 <= i < n:
+            raise UserError(f"unit index {i} is out of range for {layer}, which has {n} units "
+                            f"(0..{n - 1})")
+        return layer, i
+
+    def array(self, layer: str, name: str) -> np.ndarray:
+        key = (layer, name)
+        if key not in self._arrays:
+            path = layer_dir(self.path, layer) / f"{name}.npy"
+            if not path.exists():
+                if name == "acts":
+                    raise UserError(f"{self.path} has no pooled activation matrix for {layer}: "
+                                    f"record with --save-acts")
+                raise UserError(f"{path} is missing: the run is damaged, re-record it")
+            self._arrays[key] = np.load(path, mmap_mode="r")
+        return self._arrays[key]
+
+    def acts(self, layer: str) -> np.ndarray:
+        """Pooled activations (n_images, n_units) float32, memory-mapped; NaN for skipped images."""
+        return self.array(layer, "acts")
+
+    def _extreme(self, unit: str, which: str, k: int | None):
+        import pandas as pd
+
+        layer, i = self.parse_unit(unit)
+        values = np.asarray(self.array(layer, f"{which}_values")[i])
+        index = np.asarray(self.array(layer, f"{which}_index")[i])
+        keep = index >= 0
+        values, index = values[keep][:k], index[keep][:k]
+        ids = self.images["image_id"].to_numpy()[index]
+        return pd.DataFrame({"rank": np.arange(len(index)), "index": index, "image_id": ids,
+                             "value": values})
+
+    def topk(self, unit: str, k: int | None = None):
+        """The unit's top images: columns rank, index, image_id, value (highest first)."""
+        return self._extreme(unit, "top", k)
+
+    def bottomk(self, unit: str, k: int | None = None):
+        """The unit's bottom images: columns rank, index, image_id, value (lowest first)."""
+        return self._extreme(unit, "bottom", k)
+
+    def histogram(self, unit: str) -> tuple[np.ndarray, np.ndarray]:
+        """(bin edges, counts) of the unit's pooled activations."""
+        layer, i = self.parse_unit(unit)
+        return np.load(self.path / "hist_edges.npy"), np.asarray(self.array(layer, "hist")[i])
+
+
+def open_run(path: Path | str) -> Run:
+    return Run(path)
