@@ -24,3 +24,7 @@ def near_matches(name: str, candidates: list[str], n: int = 5) -> list[str]:
         stem = name.split("*")[0].rstrip(".")
         hits = [c for c in candidates if stem and c.startswith(stem)][:n]
     return hits
+
+
+class DiskFullError(UserError):
+    """Out of disk space: nothing more can be written, so no retry or extra checkpoint."""

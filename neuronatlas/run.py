@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError, near_matches
+from .errors import DiskFullError, UserError, near_matches
 
 FORMAT = "neuronatlas-run"
 FORMAT_VERSION = 1
@@ -38,7 +38,7 @@ def disk_errors(what: Path | str, resumable: bool = True):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             tail = " ; the last checkpoint is kept and rerunning the same command resumes from it" \
                 if resumable else ""
-            raise UserError(f"out of disk space while writing {what}: free some space or choose "
+            raise DiskFullError(f"out of disk space while writing {what}: free some space or choose "
                             f"another --out directory{tail}") from None
         raise
 

@@ -17,7 +17,7 @@ import torch
 from .. import run as rundir
 from ..data import iter_batches, open_probe
 from ..data.probe import ProbeSet
-from ..errors import UserError
+from ..errors import DiskFullError, UserError
 from ..models.target import HookPoint, Target
 from .accumulator import LayerAccumulator
 from .config import RecordConfig
@@ -119,6 +119,8 @@ class ShardRecorder:
                 raise RuntimeError(f"loader returned {prog.position} of {len(self.indices)} images")
             prog.complete = True
             checkpoint()
+        except DiskFullError:
+            raise
         except UserError:
             checkpoint()  # keep everything committed before the bad batch
             raise

@@ -1,0 +1,95 @@
+"""Recording overhead and memory, side by side in one process.
+
+    .venv/bin/python benchmarks/record_overhead.py [--n 512] [--batch-size 32]
+
+1. Speed: open_clip ViT-B-32 (random weights), all units of 4 MLP layers, N world images at 224 px.
+   - bare:      the loader + a plain forward pass over the same batches (nothing recorded)
+   - record:    `neuronatlas record` (hooks, pooling, top/bottom-k, stats, histograms, checkpoints)
+   - record-full-forward: the same with stop_early=False (the whole network runs, as in `bare`)
+   Reported as ratios to `bare`.
+2. Memory: peak RSS of a fresh process recording N and 4N images (same model and layers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+LAYERS = "visual.transformer.resblocks.2.mlp.c_fc,visual.transformer.resblocks.5.mlp.c_fc," \
+         "visual.transformer.resblocks.8.mlp.c_fc,visual.transformer.resblocks.11.mlp.c_fc"
+MODEL = "open_clip:ViT-B-32"
+
+
+def bare(n: int, batch_size: int, workers: int) -> float:
+    import torch
+
+    from neuronatlas.data import iter_batches, open_probe
+    from neuronatlas.models import load_target
+
+    torch.manual_seed(0)
+    target = load_target(MODEL, random_weights=True)
+    probe = open_probe(f"world:n={n},size=224,seed=0")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for batch in iter_batches(probe, target.preprocess.transform(), list(range(n)), batch_size,
+                                  workers):
+            target.forward(batch.pixels)
+    return time.perf_counter() - t0
+
+
+def recorded(n: int, batch_size: int, workers: int, stop_early: bool, out: str) -> float:
+    import torch
+
+    import neuronatlas as na
+    from neuronatlas.models import load_target
+
+    torch.manual_seed(0)
+    target = load_target(MODEL, random_weights=True)
+    t0 = time.perf_counter()
+    na.record(target, f"world:n={n},size=224,seed=0", out, layers=LAYERS.split(","),
+              batch_size=batch_size, num_workers=workers, stop_early=stop_early,
+              checkpoint_seconds=30)
+    return time.perf_counter() - t0
+
+
+def peak_rss_child(n: int, batch_size: int, workers: int) -> float:
+    """Peak RSS (MB) of a fresh process that records n images (decoder workers not included)."""
+    code = ("import sys, tempfile, resource; sys.path.insert(0, 'benchmarks');"
+            "import record_overhead as b;"
+            f"b.recorded({n}, {batch_size}, {workers}, True, tempfile.mkdtemp());"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args()
+    n, bs, w = args.n, args.batch_size, args.workers
+
+    t_bare = bare(n, bs, w)
+    t_rec = recorded(n, bs, w, True, tempfile.mkdtemp())
+    t_full = recorded(n, bs, w, False, tempfile.mkdtemp())
+    result = {"model": MODEL, "layers": 4, "units": 4 * 3072, "images": n, "batch_size": bs,
+              "bare_s": round(t_bare, 2), "record_s": round(t_rec, 2),
+              "record_full_forward_s": round(t_full, 2),
+              "ratio_record_vs_bare": round(t_rec / t_bare, 3),
+              "ratio_record_full_forward_vs_bare": round(t_full / t_bare, 3)}
+    if not args.skip_memory:
+        m1, m4 = peak_rss_child(n, bs, w), peak_rss_child(4 * n, bs, w)
+        result.update({"peak_rss_mb_N": round(m1, 1), "peak_rss_mb_4N": round(m4, 1),
+                       "ratio_memory_4N_vs_N": round(m4 / m1, 3)})
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

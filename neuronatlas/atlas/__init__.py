@@ -1,0 +1,1 @@
+"""Looking at units: exemplar grids with heatmaps (and, later, the web atlas)."""

@@ -1,0 +1,153 @@
+"""Re-run a unit's exemplars to get their spatial maps, and draw grids with heatmaps.
+
+Each tile is built from one record (image, recorded value, map) so a tile's title can never drift
+from its own image (the reference code reversed images but not activations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..data import open_probe
+from ..data.probe import ProbeSet
+from ..errors import UserError
+from ..models.target import Target
+from ..record.hooks import Capture
+from ..record.pooling import pool
+from ..run import Run, open_run
+
+
+@dataclass
+class Exemplar:
+    rank: int
+    index: int  # probe index
+    image_id: str
+    value: float  # recorded pooled activation
+    recomputed: float  # pooled activation of this re-run (should equal `value`)
+    image: Image.Image  # the exact pixels the model saw (resize + crop, no normalisation)
+    heatmap: np.ndarray | None  # (size, size) unit map upsampled bilinearly; None for vector layers
+
+
+def target_for_run(run: Run, target: Target | None = None) -> Target:
+    """The run's model, rebuilt from run.json (random weights with the recorded seed)."""
+    if target is not None:
+        return target
+    from ..models import load_target
+
+    key = run.meta["key"]["model"]
+    if key["spec"].startswith("hf:<"):
+        raise UserError(f"{run.path} was recorded from an in-memory model: pass target= from Python")
+    if key["weights"] == "random":
+        torch.manual_seed(key["seed"] or 0)
+        return load_target(key["spec"], random_weights=True)
+    weights = key["weights"] if Path(str(key["weights"])).exists() else None
+    return load_target(key["spec"], weights=weights)
+
+
+def probe_for_run(run: Run, probe=None) -> ProbeSet:
+    """The run's probe set, reopened and checked against the recorded fingerprint."""
+    probe = open_probe(probe if probe is not None else run.meta["probe"]["spec"])
+    want = run.meta["key"]["probe"]["fingerprint"]
+    if probe.fingerprint() != want:
+        raise UserError(f"the probe set {probe.spec} has changed since {run.path} was recorded "
+                        f"(fingerprint {probe.fingerprint()} vs {want}); re-record the run or pass "
+                        f"the original data")
+    return probe
+
+
+def exemplars(run: Run | str, unit: str, which: str = "top", k: int | None = None,
+              target: Target | None = None, probe=None, batch_size: int = 16) -> list[Exemplar]:
+    run = open_run(run) if not isinstance(run, Run) else run
+    if which not in ("top", "bottom"):
+        raise UserError(f"which must be top or bottom (got {which})")
+    layer, u = run.parse_unit(unit)
+    table = run.topk(unit, k) if which == "top" else run.bottomk(unit, k)
+    target = target_for_run(run, target)
+    probe = probe_for_run(run, probe)
+    point = target.select([layer])[0]
+    pooling = run.layers[layer]["pooling"]
+    geometry, transform = target.preprocess.geometry(), target.preprocess.transform()
+    size = target.preprocess.size
+    capture = Capture(target, [point])
+    out: list[Exemplar] = []
+    rows = list(table.itertuples(index=False))
+    with capture.attached():
+        for a in range(0, len(rows), batch_size):
+            chunk = rows[a:a + batch_size]
+            images = [probe.read_image(int(r.index)) for r in chunk]
+            pixels = torch.stack([transform(im) for im in images]).to(target.device)
+            acts = point.layout.canonical(capture.run(pixels)[point.name])[:, u:u + 1]
+            values = pool(acts, point.layout, pooling)[:, 0].float().cpu()
+            maps = None
+            if point.layout.has_grid:
+                grid = point.layout.spatial_map(acts).float()  # (B, 1, h, w)
+                maps = F.interpolate(grid, size=(size, size), mode="bilinear",
+                                     align_corners=False)[:, 0].cpu().numpy()
+            for j, (r, im) in enumerate(zip(chunk, images)):
+                out.append(Exemplar(int(r.rank), int(r.index), str(r.image_id), float(r.value),
+                                    float(values[j]), geometry(im.convert("RGB")),
+                                    None if maps is None else maps[j]))
+    return out
+
+
+def draw_grid(tiles: list[Exemplar], title: str, path: str | Path, heatmap: bool = True,
+              ncols: int = 5, alpha: float = 0.45) -> Path:
+    """Save a grid of tiles (PNG or SVG by the file suffix). Heat colours share one scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".svg"):
+        raise UserError(f"--out must end in .png or .svg (got {path.name})")
+    if not tiles:
+        raise UserError(f"no exemplars to draw for {title}: the run recorded no images for it")
+    maps = [t.heatmap for t in tiles if t.heatmap is not None]
+    lo = min(float(m.min()) for m in maps) if maps else 0.0
+    hi = max(float(m.max()) for m in maps) if maps else 1.0
+    nrows = (len(tiles) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.7 * nrows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, t in zip(axes.flat, tiles):
+        ax.imshow(np.asarray(t.image))
+        if heatmap and t.heatmap is not None:
+            ax.imshow(t.heatmap, cmap="inferno", alpha=alpha, vmin=lo, vmax=hi)
+        name = t.image_id if len(t.image_id) <= 26 else "…" + t.image_id[-25:]
+        ax.set_title(f"#{t.rank + 1}  {t.value:.4g}\n{name}", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def exemplar_grids(run: Run | str, unit: str, out: str | Path, which: str = "both",
+                   k: int | None = None, heatmap: bool = True, target: Target | None = None,
+                   probe=None, svg: bool = True) -> list[Path]:
+    """Write top and/or bottom grids. With which='both', `grid.png` becomes grid-top.png and
+    grid-bottom.png; with svg=True each PNG gets an SVG twin (vector, for papers)."""
+    run = open_run(run) if not isinstance(run, Run) else run
+    out = Path(out)
+    sides = ["top", "bottom"] if which == "both" else [which]
+    target = target_for_run(run, target)
+    probe = probe_for_run(run, probe)
+    layer, _ = run.parse_unit(unit)
+    pooling = run.layers[layer]["pooling"]
+    paths = []
+    for side in sides:
+        tiles = exemplars(run, unit, side, k, target, probe)
+        path = out if len(sides) == 1 else out.with_name(f"{out.stem}-{side}{out.suffix}")
+        title = f"{unit}  {side} {len(tiles)} ({pooling} pooling)"
+        paths.append(draw_grid(tiles, title, path, heatmap))
+        if svg and path.suffix.lower() == ".png":
+            paths.append(draw_grid(tiles, title, path.with_suffix(".svg"), heatmap))
+    return paths

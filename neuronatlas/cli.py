@@ -1,0 +1,191 @@
+"""The `neuronatlas` command: thin wrappers that parse options, call the API and show progress.
+
+A UserError prints one line (no stack trace) and exits with code 2; Ctrl-C says how to resume.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Explain what the units of vision models respond to, and measure whether "
+                       "each explanation is right.")
+
+
+def _err(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+
+
+@app.command()
+def layers(
+    model: str = typer.Argument(..., help="Model spec, e.g. timm:vit_tiny_patch16_224, "
+                                           "torchvision:resnet50, open_clip:ViT-B-32/openai, "
+                                           "hf:PATH, zoo:NAME or path/to/file.py:factory."),
+    weights: Optional[str] = typer.Option(None, help="Local weights file or directory."),
+    random_weights: bool = typer.Option(False, "--random-weights",
+                                        help="Build the architecture with random weights."),
+    pattern: Optional[str] = typer.Option(None, "--match", help="Only list names matching this glob."),
+):
+    """List the model's hook points: one per line, name first, then output shape and layout."""
+    from .models import format_layers, load_target
+
+    target = load_target(model, weights=weights, random_weights=random_weights)
+    if pattern:
+        names = {p.name for p in target.select([pattern])}
+        lines = [l for l in format_layers(target) if l.split()[0] in names]
+    else:
+        lines = format_layers(target)
+    typer.echo("\n".join(lines))
+
+
+@app.command()
+def record(
+    model: str = typer.Argument(..., help="Model spec (see `neuronatlas layers --help`)."),
+    layers: str = typer.Option(..., "--layers", "-l",
+                               help="Comma-separated glob patterns over hook-point names, e.g. "
+                                    "'blocks.*.mlp.fc1'. `neuronatlas layers MODEL` lists them."),
+    data: str = typer.Option(..., "--data", "-d",
+                             help="Probe set: a folder (class = sub-folder), a file list (.txt/.csv), "
+                                  "tar shards ('shards-{000..009}.tar'), world:n=1000,size=224, "
+                                  "photos:, or hf:PATH (a dataset saved with save_to_disk)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to create or resume."),
+    pooling: Optional[str] = typer.Option(
+        None, help="mean | max | cls | patch_mean | patch_max | none. Default per layer kind: conv "
+                   "mean over H x W, ViT tokens patch_mean (CLS and registers excluded), vectors none."),
+    k: int = typer.Option(20, help="Exemplars kept per unit at each end (top and bottom)."),
+    batch_size: int = typer.Option(32, help="Images per forward pass."),
+    workers: Optional[int] = typer.Option(None, help="Decoding processes (default min(4, cores); 0 "
+                                                     "decodes in this process)."),
+    save_acts: bool = typer.Option(False, "--save-acts",
+                                   help="Also write the pooled images x units matrix (float32)."),
+    dedup: bool = typer.Option(True, help="Record byte-identical images once (--no-dedup: keep all)."),
+    shard: str = typer.Option("0/1", help="Record only shard I of N ('I/N'); merge when all are done."),
+    shard_mode: str = typer.Option("contiguous", help="contiguous blocks or strided (every N-th)."),
+    seed: int = typer.Option(0, help="Seed for random weights and anything random; recorded."),
+    weights: Optional[str] = typer.Option(None, help="Local weights file or directory."),
+    random_weights: bool = typer.Option(False, "--random-weights",
+                                        help="Build the architecture with random weights."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1... (default: GPU if present)."),
+    checkpoint_seconds: float = typer.Option(60.0, help="Checkpoint at least this often (seconds)."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Also checkpoint every N batches."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Record top/bottom exemplars and statistics of every unit of LAYERS over a probe set.
+
+    Rerunning the same command resumes an interrupted run; recording a different model, probe set
+    or pooling into an existing run is refused.
+    """
+    from .record import RecordConfig, parse_shard
+    from .record import record as do_record
+
+    i, n = parse_shard(shard)
+    cfg = RecordConfig(layers=tuple(p for p in layers.split(",") if p.strip()), pooling=pooling,
+                       k=k, batch_size=batch_size, num_workers=workers, save_acts=save_acts,
+                       dedup=dedup, shard=i, n_shards=n, shard_mode=shard_mode, seed=seed,
+                       weights=weights, random_weights=random_weights, device=device,
+                       checkpoint_seconds=checkpoint_seconds, checkpoint_every=checkpoint_every)
+    run = do_record(model, data, out, cfg, show_progress=not quiet)
+    if run is None:
+        typer.echo(f"shard {i}/{n} done; the run is merged when every shard has finished "
+                   f"(or run `neuronatlas merge {out}`)")
+        return
+    _print_summary(run)
+
+
+def _print_summary(run) -> None:
+    s = run.meta["summary"]
+    typer.echo(f"recorded {s['n_ok']} images x {len(run.units)} units "
+               f"({', '.join(run.layers)}) into {run.path}")
+    bad = run.images[run.images["status"] == "unreadable"]
+    if len(bad):
+        shown = "; ".join(f"{r.image_id}: {r.reason}" for r in bad.head(3).itertuples())
+        typer.echo(f"skipped {len(bad)} unreadable images ({shown}{'; ...' if len(bad) > 3 else ''})"
+                   f" — listed in images.parquet with status 'unreadable'")
+    if s["n_duplicate"]:
+        typer.echo(f"recorded {s['n_duplicate']} byte-identical duplicates once (status 'duplicate')")
+
+
+@app.command()
+def merge(run: Path = typer.Argument(..., help="Run directory whose shards have all finished.")):
+    """Merge the shards of a run into its final tables (exact)."""
+    from .record import finalize
+
+    _print_summary(finalize(run, require=True))
+
+
+@app.command()
+def info(run: Path = typer.Argument(..., help="Run directory.")):
+    """Summarise a run: model, probe set, layers, pooling, counts."""
+    from .run import open_run
+
+    r = open_run(run)
+    m = r.meta
+    typer.echo(f"model   {m['key']['model']['spec']}  (weights: {m['key']['model']['weights']})")
+    typer.echo(f"probe   {m['probe']['spec']}  ({m['summary']['n_ok']} recorded of "
+               f"{m['summary']['n_images']})")
+    for l in m["layers"]:
+        typer.echo(f"layer   {l['name']}  {l['n_units']} units  {l['layout']['kind']}  "
+                   f"pooling={l['pooling']}")
+
+
+@app.command()
+def exemplars(
+    run: Path = typer.Argument(..., help="Run directory."),
+    unit: str = typer.Argument(..., help="Unit id LAYER:INDEX, e.g. blocks.9.mlp.fc1:1337."),
+    out: Path = typer.Option(..., "--out", "-o", help="grid.png or grid.svg; with --which both, "
+                                                       "-top / -bottom are added to the name."),
+    which: str = typer.Option("both", help="top, bottom or both."),
+    k: Optional[int] = typer.Option(None, help="How many exemplars (default: all recorded)."),
+    heatmap: bool = typer.Option(True, help="Overlay the unit's spatial map (--no-heatmap: plain)."),
+    svg: bool = typer.Option(True, help="Also write an SVG next to each PNG."),
+    data: Optional[str] = typer.Option(None, help="Probe set, if it moved since recording."),
+):
+    """Draw a unit's top/bottom exemplars with heatmaps (re-runs the model on them)."""
+    from .atlas.exemplars import exemplar_grids
+
+    for p in exemplar_grids(run, unit, out, which, k, heatmap, probe=data, svg=svg):
+        typer.echo(str(p))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Where to write the demo run."),
+    small: bool = typer.Option(False, help="A reduced size, for tests."),
+):
+    """Run the whole pipeline on the embedded default (no downloads, CPU)."""
+    from .demo import run_demo
+
+    run_demo(out, small=small)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        _err(str(exc))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _err("interrupted; rerun the same command to resume from the last checkpoint")
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            _err("aborted")
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

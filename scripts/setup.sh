@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up everything neuronatlas needs into .venv at the repository root. Idempotent: a second run
+# only checks. Works offline where pip's index is reachable (no model hub needed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+pip_install() { "$VPY" -m pip install --disable-pip-version-check -q "$@"; }
+# torch first, pinned: timm and open_clip import torchvision, which must match torch exactly.
+if ! "$VPY" -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" 2>/dev/null; then
+  pip_install torch==2.14.1 torchvision==0.29.1
+fi
+pip_install -e ".[all,dev]"
+if [ -f scripts/install-zoo.sh ]; then
+  PY="$VPY" bash scripts/install-zoo.sh
+fi
+echo "neuronatlas is set up in .venv ($("$VPY" -c 'import torch; print("torch", torch.__version__)'))" >&2
