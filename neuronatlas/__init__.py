@@ -11,9 +11,9 @@ __version__ = "0.1.0"
 _API = {
     "open_run": ("neuronatlas.run", "open_run"),
     "Run": ("neuronatlas.run", "Run"),
-    "record": ("neuronatlas.record.recorder", "record"),
-    "RecordConfig": ("neuronatlas.record.config", "RecordConfig"),
-    "finalize": ("neuronatlas.record.merge", "finalize"),
+    "record": ("neuronatlas.recording.recorder", "record"),
+    "RecordConfig": ("neuronatlas.recording.config", "RecordConfig"),
+    "finalize": ("neuronatlas.recording.merge", "finalize"),
     "load_target": ("neuronatlas.models", "load_target"),
     "open_probe": ("neuronatlas.data", "open_probe"),
     "exemplars": ("neuronatlas.atlas.exemplars", "exemplars"),

@@ -81,8 +81,8 @@ def record(
     Rerunning the same command resumes an interrupted run; recording a different model, probe set
     or pooling into an existing run is refused.
     """
-    from .record import RecordConfig, parse_shard
-    from .record import record as do_record
+    from .recording import RecordConfig, parse_shard
+    from .recording import record as do_record
 
     i, n = parse_shard(shard)
     cfg = RecordConfig(layers=tuple(p for p in layers.split(",") if p.strip()), pooling=pooling,
@@ -114,7 +114,7 @@ def _print_summary(run) -> None:
 @app.command()
 def merge(run: Path = typer.Argument(..., help="Run directory whose shards have all finished.")):
     """Merge the shards of a run into its final tables (exact)."""
-    from .record import finalize
+    from .recording import finalize
 
     _print_summary(finalize(run, require=True))
 

@@ -18,8 +18,8 @@ from ..data import open_probe
 from ..data.probe import ProbeSet
 from ..errors import UserError
 from ..models.target import Target
-from ..record.hooks import Capture
-from ..record.pooling import pool
+from ..recording.hooks import Capture
+from ..recording.pooling import pool
 from ..run import Run, open_run
 
 

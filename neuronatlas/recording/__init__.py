@@ -5,7 +5,7 @@ from .config import RecordConfig, parse_shard
 __all__ = ["RecordConfig", "finalize", "parse_shard", "record", "shard_indices"]
 
 
-def __getattr__(name):  # keep `import neuronatlas.record.stats` light: load the pass on demand
+def __getattr__(name):  # keep `import neuronatlas.recording.stats` light: load the pass on demand
     if name in ("record", "shard_indices"):
         from . import recorder
         return getattr(recorder, name)

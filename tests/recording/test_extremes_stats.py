@@ -5,9 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neuronatlas.record.accumulator import LayerAccumulator
-from neuronatlas.record.extremes import Extremes
-from neuronatlas.record.stats import HIST_BINS, RunningStats, hist_edges
+from neuronatlas.recording.accumulator import LayerAccumulator
+from neuronatlas.recording.extremes import Extremes
+from neuronatlas.recording.stats import HIST_BINS, RunningStats, hist_edges
 
 
 def brute_extremes(values_NU, k):

@@ -181,7 +181,6 @@ def record(model: str | Target, data, out: str | Path, config: RecordConfig | No
     Returns the finished `Run`, or None when this was one shard and others are still missing.
     Options are the fields of `RecordConfig` (layers, pooling, k, batch_size, save_acts, shard...).
     """
-    from ..models import load_target
     from .merge import finalize
 
     if config is None:
@@ -189,8 +188,13 @@ def record(model: str | Target, data, out: str | Path, config: RecordConfig | No
                                   else options.get("layers") or ())
         config = RecordConfig(**options)
     torch.manual_seed(config.seed)
-    target = model if isinstance(model, Target) else load_target(
-        model, weights=config.weights, random_weights=config.random_weights, device=config.device)
+    if isinstance(model, Target):
+        target = model
+    else:
+        from ..models import load_target
+
+        target = load_target(model, weights=config.weights, random_weights=config.random_weights,
+                             device=config.device)
     probe = open_probe(data)
     if len(probe) == 0:
         raise UserError(f"probe set {getattr(probe, 'spec', data)} has no images: point --data at "
