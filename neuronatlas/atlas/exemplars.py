@@ -74,7 +74,8 @@ def exemplars(run: Run | str, unit: str, which: str = "top", k: int | None = Non
     pooling = run.layers[layer]["pooling"]
     geometry, transform = target.preprocess.geometry(), target.preprocess.transform()
     size = target.preprocess.size
-    capture = Capture(target, [point])
+    capture = Capture(target, [point], reduce={
+        point.name: lambda out: point.layout.canonical(out)[:, u:u + 1].clone()})
     out: list[Exemplar] = []
     rows = list(table.itertuples(index=False))
     with capture.attached():
@@ -82,7 +83,7 @@ def exemplars(run: Run | str, unit: str, which: str = "top", k: int | None = Non
             chunk = rows[a:a + batch_size]
             images = [probe.read_image(int(r.index)) for r in chunk]
             pixels = torch.stack([transform(im) for im in images]).to(target.device)
-            acts = point.layout.canonical(capture.run(pixels)[point.name])[:, u:u + 1]
+            acts = capture.run(pixels)[point.name]  # (B, 1, S): this unit only
             values = pool(acts, point.layout, pooling)[:, 0].float().cpu()
             maps = None
             if point.layout.has_grid:

@@ -3,4 +3,6 @@
 
 ZOO: dict[str, str] = {
     # filled by the zoo issue: "efficientnet-lite0", "mobilenet-v2", "world-clip", "world-llava", ...
+    "efficientnet-lite0": "neuronatlas.models.zoo_classifiers:build_efficientnet_lite0",
+    "mobilenet-v2": "neuronatlas.models.zoo_classifiers:build_mobilenet_v2",
 }

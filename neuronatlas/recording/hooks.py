@@ -1,12 +1,16 @@
 """Capture the outputs of chosen hook points during one forward pass.
 
-Once every chosen point has fired, the rest of the network is useless for recording, so the capture
-stops the forward pass early (saves the head and later blocks).
+The output is reduced (pooled, or cloned) inside the hook itself: later in-place operations
+(`relu(inplace=True)` after a BatchNorm, `out += identity` in a ResNet block) would otherwise change
+the captured tensor under our feet. Once every chosen point has fired, the rest of the network is
+useless for recording, so the capture stops the forward pass early (saves the head and later blocks).
+A module called several times in one forward pass (a shared activation) is captured at its first call.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Callable
 
 import torch
 
@@ -18,8 +22,11 @@ class _StopForward(Exception):
 
 
 class Capture:
-    def __init__(self, target: Target, points: list[HookPoint], stop_early: bool = True):
+    def __init__(self, target: Target, points: list[HookPoint], stop_early: bool = True,
+                 reduce: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
+        """`reduce[name]` maps the raw output to what is kept (default: a copy of it)."""
         self.target, self.points, self.stop_early = target, points, stop_early
+        self.reduce = reduce or {}
         self.outputs: dict[str, torch.Tensor] = {}
 
     @contextmanager
@@ -37,14 +44,15 @@ class Capture:
             if name in self.outputs:  # a module called twice: keep its first output
                 return
             out = out[0] if isinstance(out, (tuple, list)) else out
-            self.outputs[name] = out.detach()
+            reduce = self.reduce.get(name)
+            self.outputs[name] = reduce(out.detach()) if reduce else out.detach().clone()
             if self.stop_early and len(self.outputs) == len(self.points):
                 raise _StopForward
         return hook
 
     @torch.no_grad()
     def run(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Forward `pixels`; return {point name: raw output}."""
+        """Forward `pixels`; return {point name: reduced output}."""
         self.outputs = {}
         try:
             self.target.forward(pixels)

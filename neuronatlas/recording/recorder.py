@@ -76,7 +76,11 @@ class ShardRecorder:
         writers = {p.name: rundir.RowWriter(rundir.partial_acts_path(self.pdir, p.name),
                                             len(self.indices), p.n_units)
                    for p in self.points} if self.cfg.save_acts else {}
-        capture = Capture(self.target, self.points, self.cfg.stop_early)
+        # Pool inside the hooks: nothing later in the forward pass can alter the values.
+        reduce = {p.name: (lambda out, p=p: pool(p.layout.canonical(out), p.layout,
+                                                 self.poolings[p.name]).float())
+                  for p in self.points}
+        capture = Capture(self.target, self.points, self.cfg.stop_early, reduce)
 
         def checkpoint():
             for w in writers.values():
@@ -150,7 +154,7 @@ class ShardRecorder:
         outs = capture.run(pixels)
         pooled = {}
         for p in self.points:
-            values = pool(p.layout.canonical(outs[p.name]), p.layout, self.poolings[p.name]).float()
+            values = outs[p.name]
             bad = ~torch.isfinite(values)
             if bad.any():
                 units = torch.nonzero(bad.any(0)).flatten().tolist()
@@ -184,8 +188,9 @@ def record(model: str | Target, data, out: str | Path, config: RecordConfig | No
     from .merge import finalize
 
     if config is None:
-        options["layers"] = tuple([options["layers"]] if isinstance(options.get("layers"), str)
-                                  else options.get("layers") or ())
+        layers = options.get("layers") or ()
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        options["layers"] = tuple(p.strip() for spec in layers for p in spec.split(",") if p.strip())
         config = RecordConfig(**options)
     torch.manual_seed(config.seed)
     if isinstance(model, Target):

@@ -121,15 +121,20 @@ from torch import nn
 from neuronatlas.models.target import Preprocess
 
 
+class Poison(nn.Module):
+    def forward(self, y, x):
+        bad = (x[:, 0, 0, 0] > 0.9).unsqueeze(1) & (torch.arange(4) == 2)  # poison unit 2
+        return torch.where(bad, torch.full_like(y, float("nan")), y)
+
+
 class Nan(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(3, 4)
+        self.head = Poison()
 
     def forward(self, x):
-        y = self.fc(x.mean((2, 3)))
-        bad = (x[:, 0, 0, 0] > 0.9).unsqueeze(1) & (torch.arange(4) == 2)  # poison unit 2
-        return torch.where(bad, torch.full_like(y, float("nan")), y)
+        return self.head(self.fc(x.mean((2, 3))), x)
 
 
 def build():
@@ -148,9 +153,9 @@ def test_nan_activations_name_the_units_and_keep_earlier_work(tmp_path):
         arr = np.full((8, 8, 3), 255 if i == 9 else 10, np.uint8)
         arr[1:, 1:] = i * 5
         Image.fromarray(arr).save(folder / f"{i:02d}.png")
-    r = cli("record", f"{model}:build", "--layers", "fc", "--data", folder, "--out", tmp_path / "r",
+    r = cli("record", f"{model}:build", "--layers", "head", "--data", folder, "--out", tmp_path / "r",
             "--batch-size", "4", "--workers", "0", "-q")
-    line = one_line_error(r, "non-finite", "fc:2", "[9]")
+    line = one_line_error(r, "non-finite", "head:2", "[9]")
     assert "kept" in line
     ck = na.run.load_checkpoint(next((tmp_path / "r" / "partials").iterdir()))
     assert ck is not None and ck[1]["position"] == 8  # the two good batches were kept
