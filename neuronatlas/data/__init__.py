@@ -6,6 +6,7 @@
     open_probe("hf:path/saved_dataset")      # Dataset.save_to_disk folder
     open_probe(datasets_dataset, image_column="img")
     open_probe("world:...")                  # any PREFIX:ARG listed in registry.SOURCES
+    open_probe(["world:n=100", "photos:"])   # several sources as one (also "world:n=100 + photos:")
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def open_probe(source, **options) -> ProbeSet:
 def _open(source, options: dict) -> ProbeSet:
     if isinstance(source, ProbeSet):
         return source
+    # Several sources recorded as one: a list, or specs joined by " + " (as ConcatProbeSet writes)
+    if isinstance(source, str) and " + " in source:
+        source = [s.strip() for s in source.split(" + ")]
+    if isinstance(source, (list, tuple)):
+        from .concat import ConcatProbeSet
+
+        parts = [open_probe(s, **options) for s in source]
+        return parts[0] if len(parts) == 1 else ConcatProbeSet(parts)
     if isinstance(source, os.PathLike):
         return _open_path(os.fspath(source), options)
     if type(source).__module__.split(".")[0] == "datasets":

@@ -3,7 +3,8 @@
 Every hook output is brought to one canonical shape, `acts_BUS` = (batch, units, positions), so the
 recorder, pooling and heatmaps never need to know the architecture:
 
-- conv:   (B, C, H, W)  -> (B, C, H*W); every position is spatial, grid = (H, W)
+- conv:   (B, C, H, W)  -> (B, C, H*W); every position is spatial, grid = (H, W). `channels_last`
+          outputs (B, H, W, C) (Swin, ConvNeXt MLPs) are permuted first.
 - tokens: (B, T, D)     -> (B, D, T); the first `n_prefix` tokens are CLS / register tokens, the rest
           form the patch grid `grid` (row-major). `seq_first` outputs (T, B, D) are permuted first.
 - vector: (B, D)        -> (B, D, 1); no spatial layout (pooled embeddings, logits, classifier heads)
@@ -25,6 +26,7 @@ class Layout:
     cls_index: int | None = None  # position of the CLS token, if any
     register_indices: tuple[int, ...] = ()  # positions of register tokens
     seq_first: bool = False  # tokens given as (T, B, D)
+    channels_last: bool = False  # conv maps given as (B, H, W, C)
 
     @property
     def patch_slice(self) -> slice:
@@ -43,7 +45,7 @@ class Layout:
     def canonical(self, x: torch.Tensor) -> torch.Tensor:
         """Bring a raw hook output to (B, U, S)."""
         if self.kind == "conv":
-            return x.flatten(2)
+            return (x.permute(0, 3, 1, 2) if self.channels_last else x).flatten(2)
         if self.kind == "tokens":
             if self.seq_first:
                 x = x.permute(1, 0, 2)
@@ -84,8 +86,11 @@ class TokenInfo:
 def infer_layout(shape: tuple[int, ...], batch: int, tokens: TokenInfo | None) -> Layout | None:
     """Guess the layout of an output of `shape` (batch included). None if it is not unit-like."""
     if len(shape) == 4 and shape[0] == batch:
-        _, c, h, w = shape
-        return Layout("conv", n_units=c, n_positions=h * w, grid=(h, w))
+        _, a, b, c = shape
+        # inputs are square, so maps are square: (B, H, W, C) shows as a == b != c
+        if a == b != c:
+            return Layout("conv", n_units=c, n_positions=a * b, grid=(a, b), channels_last=True)
+        return Layout("conv", n_units=a, n_positions=b * c, grid=(b, c))
     if len(shape) == 3:
         seq_first = shape[0] != batch and shape[1] == batch
         t, d = (shape[0], shape[2]) if seq_first else (shape[1], shape[2])
@@ -98,6 +103,8 @@ def infer_layout(shape: tuple[int, ...], batch: int, tokens: TokenInfo | None) -
                               seq_first)
             if t == n_patch:  # e.g. LLaVA projector output: patches only
                 return Layout("tokens", d, t, tokens.grid, None, (), seq_first)
+            # some other sequence (attention-pool queries...): do not invent a grid for it
+            return Layout("tokens", d, t, None, None, (), seq_first)
         side = int(round(t ** 0.5))
         if side * side == t:
             return Layout("tokens", d, t, (side, side), None, (), seq_first)

@@ -62,6 +62,7 @@ class HookPoint:
     name: str
     shape: tuple[int, ...]  # output shape without the batch axis
     layout: Layout
+    calls: int = 1  # times the module runs per forward; recording keeps the first call
 
     @property
     def n_units(self) -> int:
@@ -82,6 +83,13 @@ class Target:
     class_names: list[str] | None = None  # for classifiers with a known label set
     extras: dict = field(default_factory=dict)  # adapter-specific handles (e.g. a CLIP text encoder)
     _hook_points: dict[str, HookPoint] | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        # an in-place activation overwrites the output of the layer before it, so a hook on that
+        # layer would see post-activation values: make them out-of-place (same results)
+        for m in self.model.modules():
+            if getattr(m, "inplace", None) is True:
+                m.inplace = False
 
     @property
     def device(self) -> torch.device:
@@ -104,14 +112,22 @@ class Target:
     def _discover(self) -> dict[str, HookPoint]:
         batch = 2
         shapes: dict[str, tuple[int, ...]] = {}
+        calls: dict[str, int] = {}
         handles = []
         for name, module in self.model.named_modules():
             if not name:
                 continue
 
-            def hook(_m, _inp, out, name=name):
+            def hook(_m, inp, out, name=name):
                 out = out[0] if isinstance(out, (tuple, list)) and out else out
-                if isinstance(out, torch.Tensor) and name not in shapes:
+                if not isinstance(out, torch.Tensor):
+                    return
+                # an output that *is* the input (Identity, eval-mode Dropout / DropPath) only aliases
+                # the previous hook point: listing it would double every layer
+                if any(out is x for x in inp):
+                    return
+                calls[name] = calls.get(name, 0) + 1
+                if name not in shapes:  # a module called twice (shared ReLU): keep its first call
                     shapes[name] = tuple(out.shape)
 
             handles.append(module.register_forward_hook(hook))
@@ -126,7 +142,7 @@ class Target:
         for name, shape in shapes.items():
             layout = infer_layout(shape, batch, self.tokens)
             if layout is not None:
-                points[name] = HookPoint(name, shape[1:], layout)
+                points[name] = HookPoint(name, shape[1:], layout, calls[name])
         return points
 
     def select(self, patterns: list[str] | str) -> list[HookPoint]:

@@ -252,3 +252,16 @@ def test_open_probe_refuses_bad_input(tmp_path):
     with pytest.raises(UserError, match="probe set mine:x has no images"):
         open_probe(Empty())
     assert ImageItem("a", "b").label is None
+
+
+def test_concatenated_sources_keep_ids_and_reopen_from_their_spec():
+    from neuronatlas.data import open_probe
+
+    both = open_probe(["world:n=5,size=32,seed=0", "photos:"])
+    world, photos = open_probe("world:n=5,size=32,seed=0"), open_probe("photos:")
+    assert [it.image_id for it in both.items] == \
+        [it.image_id for it in world.items] + [it.image_id for it in photos.items]
+    assert both.read_bytes(6) == photos.read_bytes(1)
+    again = open_probe(both.spec)
+    assert again.fingerprint() == both.fingerprint()
+    assert [it.image_id for it in again.items] == [it.image_id for it in both.items]

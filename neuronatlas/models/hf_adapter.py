@@ -1,0 +1,231 @@
+"""transformers models: `hf:openai/clip-vit-base-patch32`, `hf:/local/dir` (CLIP, SigLIP, DINOv2 with
+or without registers, ViT, LLaVA, and any model that takes `pixel_values`).
+
+The forward runs the vision path only: `get_image_features` when the model has it (CLIP / SigLIP:
+the projected embedding; LLaVA: vision tower + multi-modal projector), else `model(pixel_values=...)`.
+Preprocessing is read from the checkpoint's preprocessor_config.json; without one (random weights,
+in-memory models) from the defaults of the library's image processor for that architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .layout import TokenInfo
+from .registry import cached_then_online, hf_cache_dir, hf_endpoint, hub_offline, reachable
+from .target import Preprocess, Target
+
+_RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
+# checkpoints whose published preprocessing differs from their processor class's defaults
+_KNOWN_DEFAULTS = {
+    "dinov2": dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop=224, short=256),
+}
+
+
+def build(spec: str, rest: str, weights: str | None = None, random_weights: bool = False,
+          device: str | None = None) -> Target:
+    import transformers
+
+    if weights is not None and not os.path.isdir(weights):
+        raise UserError(f"--weights for {spec} must be a checkpoint directory (config.json and the "
+                        f"weights, as save_pretrained writes them), not the file {weights}")
+    source = weights or rest  # --weights DIR overrides where the checkpoint is read from
+    local = os.path.isdir(source)
+    if not local and (source.startswith(("/", ".", "~")) or source.count("/") > 1):
+        raise UserError(f"no directory {source} for {spec}: pass hf:ORG/NAME or an existing directory")
+    looked = source if local else hf_cache_dir()
+
+    def load_config():
+        return transformers.AutoConfig.from_pretrained(source)
+    config = load_config() if local else cached_then_online(spec, load_config, looked, hf_endpoint())
+    cls = _model_class(config)
+    if random_weights:
+        model, origin = cls._from_config(config), "random"
+    else:
+        dtype = "auto" if (device or "").startswith("cuda") else torch.float32
+
+        def load_model():
+            return cls.from_pretrained(source, config=config, dtype=dtype)
+        model = load_model() if local else cached_then_online(spec, load_model, looked, hf_endpoint())
+        origin = source if local else f"hf:{source}"
+    return target_from_hf_model(model, _preprocess_from_checkpoint(source, local), spec=spec,
+                                weights=origin)
+
+
+def target_from_hf_model(model: nn.Module, preprocess: Preprocess | None = None,
+                         spec: str = "hf:<in-memory>", weights: str = "in-memory") -> Target:
+    """Wrap a transformers model (e.g. one built from a tiny random config) in a Target."""
+    model.eval()
+    vcfg = vision_config(model.config)
+    if preprocess is None:
+        preprocess = default_preprocess(model.config)
+    tokens = _tokens(model, vcfg, preprocess.size)
+
+    if hasattr(model, "get_image_features"):
+        def forward(pixels):
+            out = model.get_image_features(pixel_values=pixels.to(_dtype(model)))
+            out = getattr(out, "pooler_output", out)  # transformers 5.x returns an output object
+            return torch.stack(list(out)) if isinstance(out, (list, tuple)) else out
+    else:
+        def forward(pixels):
+            return model(pixel_values=pixels.to(_dtype(model)))
+    id2label = getattr(model.config, "id2label", None) or {}
+    n_labels = getattr(model.config, "num_labels", 0)
+    head = any(n.endswith("classifier") for n, _ in model.named_children())
+    class_names = [id2label[i] for i in range(n_labels)] if head and len(id2label) == n_labels else None
+    extras = {"get_text_features": model.get_text_features} if hasattr(model, "get_text_features") \
+        else {}
+    return Target(spec=spec, model=model, preprocess=preprocess, forward=forward, tokens=tokens,
+                  weights=weights, family="hf", class_names=class_names, extras=extras)
+
+
+def vision_config(config):
+    """The config that describes the image encoder (CLIP/SigLIP/LLaVA nest it)."""
+    return getattr(config, "vision_config", None) or config
+
+
+def _dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def _model_class(config):
+    """The checkpoint's own class (config.architectures), else AutoModel for its type."""
+    import transformers
+
+    for arch in getattr(config, "architectures", None) or []:
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls
+    return transformers.AutoModel
+
+
+def _tokens(model: nn.Module, vcfg, size: int) -> TokenInfo | None:
+    """[cls][registers][patches] (HF's Dinov2WithRegisters order); SigLIP has patches only."""
+    patch = getattr(vcfg, "patch_size", None)
+    if patch is None:
+        return None  # conv backbones
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    names = [n for n, _ in model.named_parameters()]
+    has_cls = any(n.endswith(("class_embedding", "cls_token")) for n in names)
+    n_reg = int(getattr(vcfg, "num_register_tokens", 0) or 0)
+    start = 1 if has_cls else 0
+    # the grid follows the input size (DINOv2 interpolates its 518-px position embeddings)
+    side = size // int(patch)
+    return TokenInfo(n_prefix=start + n_reg, cls_index=0 if has_cls else None,
+                     register_indices=tuple(range(start, start + n_reg)), grid=(side, side))
+
+
+# -- preprocessing ---------------------------------------------------------------------------------
+def preprocess_from_json(p: dict) -> Preprocess:
+    """A preprocessor_config.json dict -> Preprocess."""
+    def side(v, key="height"):
+        if isinstance(v, dict):
+            return v.get(key) or v.get("shortest_edge") or v.get("height")
+        return v
+
+    size = p.get("size", 224)
+    crop = p.get("crop_size") if p.get("do_center_crop", "crop_size" in p) else None
+    short = size.get("shortest_edge") if isinstance(size, dict) else (
+        size if isinstance(size, int) else None)
+    if crop is not None:
+        final, resize = side(crop), short or side(size)
+    else:
+        # no crop: an explicit height/width squashes; a shortest edge alone is taken as square
+        final, resize = side(size), None
+    interp = _RESAMPLE.get(p.get("resample", 3), "bicubic")
+    return Preprocess(size=int(final), mean=tuple(p.get("image_mean", (0.5, 0.5, 0.5))),
+                      std=tuple(p.get("image_std", (0.5, 0.5, 0.5))),
+                      resize=int(resize) if resize else None, interpolation=interp)
+
+
+def default_preprocess(config) -> Preprocess:
+    """Defaults of the library's image processor for this architecture, sized to the model's
+    native input (`image_size`)."""
+    vcfg = vision_config(config)
+    kind = vcfg.model_type.replace("_vision_model", "").replace("_with_registers", "")
+    native = getattr(vcfg, "image_size", None)
+    native = native[0] if isinstance(native, (tuple, list)) else native
+    if kind in _KNOWN_DEFAULTS:
+        d = _KNOWN_DEFAULTS[kind]
+        size = native or d["crop"]
+        return Preprocess(size=size, mean=d["mean"], std=d["std"],
+                          resize=round(size * d["short"] / d["crop"]), interpolation="bicubic")
+    p = _processor_defaults(kind) or _processor_defaults(config.model_type) or {}
+    if not p:
+        p = {"size": {"height": 224, "width": 224}, "image_mean": (0.485, 0.456, 0.406),
+             "image_std": (0.229, 0.224, 0.225), "resample": 3}
+    pre = preprocess_from_json(p)
+    if native and native != pre.size:  # keep the resize / crop ratio, at the model's input size
+        resize = round(pre.resize * native / pre.size) if pre.resize else None
+        pre = Preprocess(native, pre.mean, pre.std, resize, pre.interpolation)
+    return pre
+
+
+def _processor_defaults(model_type: str) -> dict | None:
+    import transformers
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+
+    names = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type)
+    if isinstance(names, dict):
+        names = list(names.values())
+    for name in [names] if isinstance(names, str) else (names or []):
+        cls = getattr(transformers, name, None) if name else None
+        if cls is None:
+            continue
+        try:
+            proc = cls()
+        except Exception:  # some processors need optional packages; try the next backend
+            continue
+        out = {k: _size_dict(getattr(proc, k)) for k in ("size", "crop_size")
+               if getattr(proc, k, None) is not None}
+        out["do_center_crop"] = bool(getattr(proc, "do_center_crop", False))
+        for key in ("image_mean", "image_std", "resample"):
+            if getattr(proc, key, None) is not None:
+                out[key] = getattr(proc, key)
+        try:
+            out["resample"] = int(out.get("resample", 3))
+        except (TypeError, ValueError):  # an InterpolationMode: take its name
+            out["resample"] = {"nearest": 0, "bilinear": 2}.get(str(out["resample"].value), 3)
+        return out
+    return None
+
+
+def _size_dict(v):
+    if isinstance(v, (int, dict)):
+        return v
+    return {k: getattr(v, k) for k in ("height", "width", "shortest_edge") if getattr(v, k, None)}
+
+
+def _preprocess_from_checkpoint(source: str, local: bool) -> Preprocess | None:
+    """preprocessor_config.json (or processor_config.json's image_processor), from the directory or
+    the HF cache; None when the checkpoint has none."""
+    for fname, key in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+        path = os.path.join(source, fname) if local else _cached(source, fname)
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                data = json.load(f)
+            data = data.get(key, {}) if key else data
+            if "image_mean" in data:
+                return preprocess_from_json(data)
+    return None
+
+
+def _cached(repo: str, fname: str) -> str | None:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        with hub_offline():
+            return hf_hub_download(repo, fname)
+    except Exception:
+        pass
+    if not reachable(hf_endpoint()):
+        return None
+    try:  # from_pretrained fetched the model files only
+        return hf_hub_download(repo, fname)
+    except Exception:  # the repo has no such file
+        return None
