@@ -38,6 +38,10 @@ class ConcatProbeSet(ProbeSet):
         part, i = self._locate(index)
         return part.read_bytes(i)
 
+    def load(self, index: int):
+        part, i = self._locate(index)
+        return part.load(i)
+
     def read_image(self, index: int):
         part, i = self._locate(index)
         return part.read_image(i)

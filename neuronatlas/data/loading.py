@@ -9,7 +9,6 @@ requested index comes out exactly once, in `indices` or in `failed`.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .probe import ProbeSet
+from .probe import EmptyFileError, ProbeSet
 
 
 @dataclass
@@ -28,10 +27,6 @@ class Batch:
     pixels: torch.Tensor  # (n, 3, H, W) float: the transform of each decoded image
     digests: list[bytes]  # 16-byte blake2b of each image's raw bytes (exact-duplicate detection)
     failed: list[tuple[int, str]]  # (probe index, one-line reason) for unreadable images
-
-
-class _EmptyFile(Exception):
-    pass
 
 
 class _TransformError(Exception):
@@ -43,20 +38,12 @@ def digest(data: bytes) -> bytes:
 
 
 def read_one(probe: ProbeSet, index: int) -> tuple[Image.Image, bytes]:
-    """The decoded RGB image and the digest of its raw bytes. Raises on anything unreadable."""
+    """The decoded RGB image and the digest of its identifying bytes. Raises on anything unreadable."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIL's corrupt-EXIF / palette notes would flood the terminal
         warnings.simplefilter("error", Image.DecompressionBombWarning)  # over MAX_IMAGE_PIXELS: fail
-        try:
-            raw = probe.read_bytes(index)
-        except NotImplementedError:  # a source that only renders images (no encoded form)
-            image = probe.read_image(index).convert("RGB")
-            return image, digest(f"{image.size}".encode() + image.tobytes())
-        if not raw:
-            raise _EmptyFile()
-        with Image.open(io.BytesIO(raw)) as im:
-            im.load()
-            return im.convert("RGB"), digest(raw)
+        image, key = probe.load(index)
+        return image, digest(key)
 
 
 def failure_reason(exc: BaseException, path: str) -> str:
@@ -67,7 +54,7 @@ def failure_reason(exc: BaseException, path: str) -> str:
         return f"permission denied: {path}"
     if isinstance(exc, IsADirectoryError):
         return f"is a folder, not an image: {path}"
-    if isinstance(exc, _EmptyFile):
+    if isinstance(exc, EmptyFileError):
         return "empty file (0 bytes)"
     if isinstance(exc, UnidentifiedImageError):
         return "not an image, or a format PIL cannot read"

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from PIL import Image
 
 
+class EmptyFileError(OSError):
+    """An image file with 0 bytes."""
+
+
 @dataclass(frozen=True)
 class ImageItem:
     image_id: str  # stable, unique within the probe set (e.g. relative path, "shard/key", "world/42")
@@ -27,6 +31,9 @@ class ProbeSet:
 
     spec: str = ""  # what the user typed, e.g. "folder:/data/imagenet" (recorded in the run)
     kind: str = ""  # "folder", "filelist", "tar", "hf", "world", ...
+    # True: read_bytes gives an encoded file (PNG, JPEG...) that `load` decodes and hashes.
+    # False: images are made, not stored (the world): `load` renders them and hashes the pixels.
+    encoded_bytes: bool = True
     items: list[ImageItem]
 
     def __len__(self) -> int:
@@ -41,6 +48,23 @@ class ProbeSet:
         with Image.open(io.BytesIO(self.read_bytes(index))) as im:
             im.load()
             return im.convert("RGB")
+
+    def load(self, index: int) -> tuple[Image.Image, bytes]:
+        """(decoded RGB image, the bytes that identify it for duplicate detection). Used by the loader."""
+        raw = None
+        if self.encoded_bytes:
+            try:
+                raw = self.read_bytes(index)
+            except NotImplementedError:
+                pass
+        if raw is None:  # no encoded form: identify the image by its pixels
+            image = self.read_image(index).convert("RGB")
+            return image, f"{image.size}".encode() + image.tobytes()
+        if not raw:
+            raise EmptyFileError(index)
+        with Image.open(io.BytesIO(raw)) as im:
+            im.load()
+            return im.convert("RGB"), raw
 
     def fingerprint(self) -> str:
         """Content key of the listing: same ids in the same order -> same fingerprint."""

@@ -210,3 +210,12 @@ def test_exemplars_cli_writes_top_and_bottom_grids(tmp_path, image_folder, tiny_
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr  # a vector layer: grid without heatmap
     assert (tmp_path / "fc.png").exists() and not (tmp_path / "fc.svg").exists()
+
+
+def test_records_rendered_and_concatenated_sources(tmp_path, tiny_cnn_file):
+    """The world renders images (no encoded bytes): every scene must be recorded, none 'unreadable'."""
+    run = na.record(tiny_cnn_file, ["world:n=6,size=32,seed=0", "photos:"], tmp_path / "run",
+                    layers="fc", num_workers=0)
+    assert run.meta["summary"]["n_unreadable"] == 0
+    assert run.meta["summary"]["n_ok"] == 6 + len(na.open_probe("photos:"))
+    assert run.images["image_id"].iloc[0] == "world/0/0"

@@ -90,6 +90,7 @@ def options_spec(options: SceneOptions) -> str:
 
 class WorldProbeSet(ProbeSet):
     kind = "world"
+    encoded_bytes = False  # rendered on demand: the loader hashes the pixels of read_image
 
     def __init__(self, n: int = 1000, size: int = 224, seed: int = 0,
                  options: SceneOptions = DEFAULT_OPTIONS):
