@@ -102,7 +102,11 @@ class PhotosProbeSet(ProbeSet):
     kind = "photos"
 
     def __init__(self, folder: str | os.PathLike | None = None):
-        self.items = [ImageItem(f"photos/{p.name}", str(path), p.label) for p, path in bundled_photos()]
+        found = bundled_photos()
+        if not found:
+            raise UserError("photos: needs the images that scikit-image and scikit-learn ship: "
+                            "pip install scikit-image scikit-learn (or run scripts/setup.sh)")
+        self.items = [ImageItem(f"photos/{p.name}", str(path), p.label) for p, path in found]
         self.spec = "photos:"
         if folder:
             root = Path(folder).expanduser()
@@ -118,13 +122,22 @@ class PhotosProbeSet(ProbeSet):
         return read_file(self.items[index].path)
 
     def read_image(self, index: int) -> Image.Image:
-        with Image.open(io.BytesIO(self.read_bytes(index))) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                return Image.alpha_composite(white, im).convert("RGB")
-            return im.convert("RGB")
+        return _decode(self.read_bytes(index))
+
+    def load(self, index: int) -> tuple[Image.Image, bytes]:
+        raw = self.read_bytes(index)
+        return _decode(raw), raw
+
+
+def _decode(raw: bytes) -> Image.Image:
+    """RGB, with transparent pixels put on white (the horse silhouette)."""
+    with Image.open(io.BytesIO(raw)) as im:
+        im.load()
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, im).convert("RGB")
+        return im.convert("RGB")
 
 
 def open_source(arg: str = "") -> PhotosProbeSet:
