@@ -6,6 +6,8 @@
     RUN/hist_edges.npy                 histogram bin edges shared by all units
     RUN/layers/LAYER/*.npy             top/bottom values and image indices (U, k), histogram (U, bins),
                                        and with --save-acts the pooled matrix acts.npy (N, U) float32
+    RUN/labels/METHOD.parquet          labels from one describe method: unit, method, rank, label, score
+    RUN/labels/METHOD.json             that method's config (backend, concept set, parameters)
     RUN/partials/SHARD/checkpoint.npz  a shard's accumulators + progress, replaced atomically
     RUN/partials/SHARD/digests.bin     (index int64, blake2b-16) per decoded image, append-only
     RUN/partials/SHARD/acts/LAYER.npy  a shard's pooled rows, in shard order
@@ -211,6 +213,23 @@ def write_hist_edges(run: Path, edges: np.ndarray) -> None:
     _atomic_write(Path(run) / "hist_edges.npy", lambda f: np.save(f, edges))
 
 
+# -- labels (written by the describe stages) -------------------------------------------------------
+LABEL_COLUMNS = ("unit", "method", "rank", "label", "score")
+
+
+def write_labels(run: Path, method: str, df, config: dict) -> None:
+    """Store one method's labels: a table with at least LABEL_COLUMNS (extra columns are kept), and
+    the config that produced them. Rewriting a method replaces its labels."""
+    missing = [c for c in LABEL_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"labels table lacks columns {missing}")
+    d = Path(run) / "labels"
+    with disk_errors(d, resumable=False):
+        d.mkdir(parents=True, exist_ok=True)
+    write_table(d, method, df)
+    write_json(d / f"{method}.json", config)
+
+
 # -- the finished run ----------------------------------------------------------------------------
 class Run:
     """Read access to a recorded run: `neuronatlas.open_run(path)`."""
@@ -298,6 +317,28 @@ class Run:
     def bottomk(self, unit: str, k: int | None = None):
         """The unit's bottom images: columns rank, index, image_id, value (lowest first)."""
         return self._extreme(unit, "bottom", k)
+
+    def labels(self, method: str | None = None):
+        """Every label of every method: columns unit, method, rank, label, score (+ method extras).
+        Several rows per unit and method when a method ranks its labels (rank 0 = best)."""
+        import pandas as pd
+
+        d = self.path / "labels"
+        files = sorted(d.glob("*.parquet")) if d.exists() else []
+        if method is not None:
+            files = [f for f in files if f.stem == method]
+            if not files:
+                known = [f.stem for f in sorted(d.glob("*.parquet"))] if d.exists() else []
+                raise UserError(f"{self.path} has no labels from method '{method}'"
+                                + (f"; it has: {', '.join(known)}" if known else
+                                   f"; run `neuronatlas describe {self.path} --method {method}`"))
+        if not files:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                                 zip(LABEL_COLUMNS, ("str", "str", "int64", "str", "float64"))})
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+    def label_config(self, method: str) -> dict:
+        return json.loads((self.path / "labels" / f"{method}.json").read_text())
 
     def histogram(self, unit: str) -> tuple[np.ndarray, np.ndarray]:
         """(bin edges, counts) of the unit's pooled activations."""

@@ -83,7 +83,8 @@ def exemplars(run: Run | str, unit: str, which: str = "top", k: int | None = Non
             chunk = rows[a:a + batch_size]
             images = [probe.read_image(int(r.index)) for r in chunk]
             pixels = torch.stack([transform(im) for im in images]).to(target.device)
-            acts = capture.run(pixels)[point.name]  # (B, 1, S): this unit only
+            indices = [int(r.index) for r in chunk]
+            acts = capture.run(pixels, probe, indices)[point.name]  # (B, 1, S): this unit only
             values = pool(acts, point.layout, pooling)[:, 0].float().cpu()
             maps = None
             if point.layout.has_grid:

@@ -82,6 +82,9 @@ class Target:
     family: str = "module"  # adapter name
     class_names: list[str] | None = None  # for classifiers with a known label set
     extras: dict = field(default_factory=dict)  # adapter-specific handles (e.g. a CLIP text encoder)
+    # For units defined on the probe's ground truth (synthetic units): called as
+    # forward_context(pixels, probe, indices) instead of forward(pixels) when recording.
+    forward_context: Callable[..., object] | None = None
     _hook_points: dict[str, HookPoint] | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -101,6 +104,15 @@ class Target:
     def to(self, device) -> "Target":
         self.model.to(device)
         return self
+
+    def run(self, pixels: torch.Tensor, probe=None, indices=None):
+        """One forward pass; targets whose units need the images' ground truth get it here."""
+        if self.forward_context is None:
+            return self.forward(pixels)
+        if probe is None or indices is None:
+            raise UserError(f"{self.spec} computes its units from the probe set's ground truth: "
+                            f"record it on a probe set that has annotations (e.g. world:)")
+        return self.forward_context(pixels, probe, indices)
 
     # -- hook points ------------------------------------------------------------------------------
     @property

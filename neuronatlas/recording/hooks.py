@@ -51,11 +51,11 @@ class Capture:
         return hook
 
     @torch.no_grad()
-    def run(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Forward `pixels`; return {point name: reduced output}."""
+    def run(self, pixels: torch.Tensor, probe=None, indices=None) -> dict[str, torch.Tensor]:
+        """Forward `pixels` (probe images `indices`); return {point name: reduced output}."""
         self.outputs = {}
         try:
-            self.target.forward(pixels)
+            self.target.run(pixels, probe, indices)
         except _StopForward:
             pass
         missing = [p.name for p in self.points if p.name not in self.outputs]

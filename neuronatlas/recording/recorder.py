@@ -151,7 +151,7 @@ class ShardRecorder:
 
     def _pool(self, capture: Capture, batch, keep: np.ndarray) -> dict[str, torch.Tensor]:
         pixels = batch.pixels[torch.as_tensor(keep)].to(self.device, non_blocking=True)
-        outs = capture.run(pixels)
+        outs = capture.run(pixels, self.probe, batch.indices[keep])
         pooled = {}
         for p in self.points:
             values = outs[p.name]
