@@ -1,0 +1,76 @@
+"""The command line as a user meets it: help texts, layer listing, the demo on a reduced size."""
+
+import subprocess
+import sys
+
+import pytest
+
+import neuronatlas as na
+
+CLI = [sys.executable, "-m", "neuronatlas.cli"]
+
+
+def run(*args):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("command", ["record", "layers", "exemplars", "merge", "info", "demo"])
+def test_every_command_explains_its_options(command):
+    r = run(command, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "Usage" in r.stdout
+    if command == "record":
+        for option in ("--layers", "--data", "--out", "--pooling", "--shard", "--save-acts",
+                       "--random-weights", "--k"):
+            assert option in r.stdout
+
+
+def test_layers_lists_one_hook_point_per_line_name_first_then_shape():
+    r = run("layers", "timm:vit_tiny_patch16_224", "--random-weights", "--match", "blocks.*.mlp.fc1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 12
+    assert lines[9].split()[0] == "blocks.9.mlp.fc1"
+    assert "(197, 768)" in lines[9]
+
+
+def test_record_then_info_from_the_command_line(tmp_path, image_folder, tiny_cnn_file):
+    r = run("record", tiny_cnn_file, "--layers", "conv*", "--data", image_folder, "--out",
+            tmp_path / "run", "--workers", "0", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "recorded 30 images x 14 units" in r.stdout
+    r = run("info", tmp_path / "run")
+    assert r.returncode == 0 and "pooling=mean" in r.stdout
+
+
+def test_record_a_hugging_face_dataset_object(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)) for _ in range(9)]
+    features = datasets.Features({"image": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=["cat", "dog"])})
+    ds = datasets.Dataset.from_dict({"image": images, "label": [i % 2 for i in range(9)]},
+                                    features=features)
+    import timm
+    import torch
+
+    from neuronatlas.models.timm_adapter import target_from_timm_model
+
+    torch.manual_seed(0)
+    target = target_from_timm_model(timm.create_model("resnet18", pretrained=False, num_classes=2))
+    result = na.record(target, ds, tmp_path / "run", layers="layer4", num_workers=0)
+    assert result.meta["summary"]["n_ok"] == 9
+    assert result.images["label"].tolist()[:2] == ["cat", "dog"]
+
+
+def test_demo_runs_end_to_end_on_a_reduced_size(tmp_path):
+    r = run("demo", "--small", "--out", tmp_path / "demo")
+    assert r.returncode == 0, r.stderr[-2000:]
+    run_dir = tmp_path / "demo" / "efficientnet-lite0"
+    result = na.open_run(run_dir)
+    assert result.meta["summary"]["n_unreadable"] == 0
+    assert len(list((tmp_path / "demo" / "grids").rglob("*.png"))) >= 4
+    assert "Where to look" in r.stderr
