@@ -12,15 +12,27 @@ import numpy as np
 import torch
 
 
+_LOW32 = (1 << 32) - 1
+
+
+def _ordered_int(values: torch.Tensor) -> torch.Tensor:
+    """float32 -> int64 with the same order (IEEE bits, negatives flipped); -0.0 counts as +0.0."""
+    bits = (values.float() + 0.0).view(torch.int32)
+    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64)
+
+
 def _select(values: torch.Tensor, index: torch.Tensor, k: int, largest: bool):
     """Keep the k first candidates per row under the total order above. values/index: (U, n).
 
-    Activations are finite (the recorder rejects NaN/inf), so empty slots (+-inf) always sort last.
+    One int64 key per candidate packs (value, image index) so a single topk gives the exact order:
+    the value's order-preserving bits in the high word, the index (reversed for top-k, so the lower
+    index wins a tie) in the low word. Activations are finite (the recorder rejects NaN/inf), so empty
+    slots (index -1, value -inf / +inf) always come last.
     """
-    order = torch.argsort(index, dim=1, stable=True)  # ties will keep ascending index order
-    values, index = values.gather(1, order), index.gather(1, order)
-    order = torch.argsort(values, dim=1, descending=largest, stable=True)[:, :k]
-    return values.gather(1, order).contiguous(), index.gather(1, order).contiguous()
+    low = (_LOW32 - (index + 1)) if largest else (index + 1)
+    key = (_ordered_int(values) << 32) + low
+    pos = torch.topk(key, min(k, key.shape[1]), dim=1, largest=largest, sorted=True).indices
+    return values.gather(1, pos).contiguous(), index.gather(1, pos).contiguous()
 
 
 class Extremes:

@@ -42,3 +42,20 @@ def pool(acts_BUS: torch.Tensor, layout: Layout, mode: str) -> torch.Tensor:
     if mode == "none":
         return acts_BUS[:, :, 0]
     raise ValueError(mode)
+
+
+def pool_output(raw: torch.Tensor, layout: Layout, mode: str) -> torch.Tensor:
+    """Pool a raw hook output (B, ...) -> (B, U). Same result as pool(layout.canonical(raw), ...),
+    but batch-first token outputs are reduced in place over their token axis (no transposed copy)."""
+    if layout.kind == "tokens" and not layout.seq_first and not getattr(layout, "channels_last", False):
+        if mode == "mean":
+            return raw.mean(dim=1)
+        if mode == "max":
+            return raw.amax(dim=1)
+        if mode == "cls":
+            return raw[:, layout.cls_index]
+        if mode == "patch_mean":
+            return raw[:, layout.patch_slice].mean(dim=1)
+        if mode == "patch_max":
+            return raw[:, layout.patch_slice].amax(dim=1)
+    return pool(layout.canonical(raw), layout, mode)

@@ -23,7 +23,7 @@ from .accumulator import LayerAccumulator
 from .config import RecordConfig
 from .hooks import Capture
 from .meta import build_meta, listing_table
-from .pooling import check_pooling, pool
+from .pooling import check_pooling, pool_output
 from .progress import Progress
 
 
@@ -77,8 +77,7 @@ class ShardRecorder:
                                             len(self.indices), p.n_units)
                    for p in self.points} if self.cfg.save_acts else {}
         # Pool inside the hooks: nothing later in the forward pass can alter the values.
-        reduce = {p.name: (lambda out, p=p: pool(p.layout.canonical(out), p.layout,
-                                                 self.poolings[p.name]).float())
+        reduce = {p.name: (lambda out, p=p: pool_output(out, p.layout, self.poolings[p.name]).float())
                   for p in self.points}
         capture = Capture(self.target, self.points, self.cfg.stop_early, reduce)
 
@@ -155,8 +154,9 @@ class ShardRecorder:
         pooled = {}
         for p in self.points:
             values = outs[p.name]
-            bad = ~torch.isfinite(values)
-            if bad.any():
+            # One reduction; the full check only when it fails (a finite sum can also overflow).
+            bad = None if torch.isfinite(values.sum()) else ~torch.isfinite(values)
+            if bad is not None and bad.any():
                 units = torch.nonzero(bad.any(0)).flatten().tolist()
                 imgs = batch.indices[keep][bad.any(1).cpu().numpy()].tolist()
                 shown = ", ".join(f"{p.name}:{u}" for u in units[:5])

@@ -26,7 +26,8 @@ def hist_edges() -> np.ndarray:
 
 
 def _bin_of(values: torch.Tensor) -> torch.Tensor:
-    pos = (torch.asinh(values.double() / HIST_SCALE) + _A) / (2 * _A) * HIST_BINS
+    # float32 is enough: a value's bin only has to be a fixed function of the value (exact merges)
+    pos = (torch.asinh(values.float() / HIST_SCALE) + _A) * (HIST_BINS / (2 * _A))
     return pos.floor().clamp_(0, HIST_BINS - 1).long()
 
 

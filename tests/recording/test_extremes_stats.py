@@ -34,7 +34,7 @@ def stream(values_NU, order, k, batch):
 
 # Few distinct values -> many ties; negative and positive values.
 values_strategy = st.integers(2, 40).flatmap(lambda n: st.integers(1, 5).flatmap(
-    lambda u: st.lists(st.sampled_from([-3.0, -1.5, -0.25, 0.0, 0.5, 2.0, 7.0]),
+    lambda u: st.lists(st.sampled_from([-3e30, -3.0, -1.5, -0.25, -0.0, 0.0, 1e-30, 0.5, 2.0, 7.0, 2e30]),
                        min_size=n * u, max_size=n * u).map(
         lambda xs: np.array(xs, dtype=np.float32).reshape(n, u))))
 
