@@ -8,6 +8,9 @@
                                        and with --save-acts the pooled matrix acts.npy (N, U) float32
     RUN/labels/METHOD.parquet          labels from one describe method: unit, method, rank, label, score
     RUN/labels/METHOD.json             that method's config (backend, concept set, parameters)
+    RUN/truth.parquet                  true labels of units that have them (synthetic units): unit,
+                                       truth, kind, concepts; `Run.units` joins it
+    RUN/evaluation/NAME.parquet        evaluation tables (ground_truth, simulation, agreement, summary)
     RUN/partials/SHARD/checkpoint.npz  a shard's accumulators + progress, replaced atomically
     RUN/partials/SHARD/digests.bin     (index int64, blake2b-16) per decoded image, append-only
     RUN/partials/SHARD/acts/LAYER.npy  a shard's pooled rows, in shard order
@@ -230,6 +233,21 @@ def write_labels(run: Path, method: str, df, config: dict) -> None:
     write_json(d / f"{method}.json", config)
 
 
+# -- ground truth and evaluation (written by record for synthetic units, and by evaluate) ----------
+def write_truth(run: Path, df) -> None:
+    """RUN/truth.parquet: one row per unit with a known true label (columns unit, truth, ...)."""
+    if "unit" not in df.columns or "truth" not in df.columns:
+        raise ValueError("truth table needs columns unit and truth")
+    write_table(run, "truth", df)
+
+
+def write_evaluation(run: Path, name: str, df) -> None:
+    d = Path(run) / "evaluation"
+    with disk_errors(d, resumable=False):
+        d.mkdir(parents=True, exist_ok=True)
+    write_table(d, name, df)
+
+
 # -- the finished run ----------------------------------------------------------------------------
 class Run:
     """Read access to a recorded run: `neuronatlas.open_run(path)`."""
@@ -254,7 +272,13 @@ class Run:
         import pandas as pd
 
         if self._units is None:
-            self._units = pd.read_parquet(self.path / "units.parquet")
+            units = pd.read_parquet(self.path / "units.parquet")
+            if (self.path / "truth.parquet").exists():  # units with known true labels
+                truth = pd.read_parquet(self.path / "truth.parquet")
+                truth = truth.rename(columns={c: f"truth_{c}" for c in truth.columns
+                                              if c not in ("unit", "truth")})
+                units = units.merge(truth, on="unit", how="left")
+            self._units = units
         return self._units
 
     @property
@@ -336,6 +360,16 @@ class Run:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                                  zip(LABEL_COLUMNS, ("str", "str", "int64", "str", "float64"))})
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+    def evaluation(self, name: str = "summary"):
+        """An evaluation table written by `neuronatlas.evaluate` (summary, ground_truth, ...)."""
+        import pandas as pd
+
+        path = self.path / "evaluation" / f"{name}.parquet"
+        if not path.exists():
+            raise UserError(f"{self.path} has no evaluation table '{name}': run "
+                            f"`neuronatlas evaluate {self.path}` first")
+        return pd.read_parquet(path)
 
     def label_config(self, method: str) -> dict:
         return json.loads((self.path / "labels" / f"{method}.json").read_text())

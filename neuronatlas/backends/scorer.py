@@ -64,6 +64,9 @@ class ImageTextScorer:
 
 SCORERS: dict[str, str] = {
     "conse": "neuronatlas.backends.conse:load",
+    "open_clip": "neuronatlas.backends.clip:load_open_clip",
+    "hf": "neuronatlas.backends.clip:load_hf",
+    "zoo": "neuronatlas.backends.clip:load_zoo",  # zoo models that carry extras["scorer"] (world-clip)
 }
 DEFAULT_SCORER = "conse:mobilenet-v2"
 

@@ -106,7 +106,8 @@ class ShardRecorder:
                         self._write_rows(writers, batch, keep, pooled, prog.position)
                     for idx, digest in new_seen:
                         seen[digest] = idx
-                        digest_log.write(np.array([(idx, digest)], rundir.DIGEST_RECORD).tobytes())
+                    if new_seen:
+                        digest_log.write(np.array(new_seen, rundir.DIGEST_RECORD).tobytes())
                     prog.failed += [[int(i), r] for i, r in batch.failed]
                     prog.duplicates += dups
                     prog.n_ok += len(keep)
@@ -149,7 +150,9 @@ class ShardRecorder:
         return np.asarray(keep, dtype=np.int64), new_seen, dups
 
     def _pool(self, capture: Capture, batch, keep: np.ndarray) -> dict[str, torch.Tensor]:
-        pixels = batch.pixels[torch.as_tensor(keep)].to(self.device, non_blocking=True)
+        pixels = batch.pixels if len(keep) == len(batch.indices) else \
+            batch.pixels[torch.as_tensor(keep)]  # no copy in the usual all-kept case
+        pixels = pixels.to(self.device, non_blocking=True)
         outs = capture.run(pixels, self.probe, batch.indices[keep])
         pooled = {}
         for p in self.points:
@@ -214,5 +217,7 @@ def record(model: str | Target, data, out: str | Path, config: RecordConfig | No
         return rundir.open_run(out)
     if not (out / "images.parquet").exists():
         rundir.write_table(out, "images", listing_table(probe))
+    if target.extras.get("truth") is not None:  # synthetic units: their true labels
+        rundir.write_truth(out, target.extras["truth"])
     ShardRecorder(target, probe, points, poolings, out, config, show_progress).run()
     return finalize(out)

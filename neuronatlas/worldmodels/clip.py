@@ -73,21 +73,39 @@ class Heads(nn.Module):
         n = {a: len(D.NAMES[a]) + 1 for a in D.ATTRS}
         self.slot = nn.ModuleDict({a: nn.Linear(hidden, 3 * n[a]) for a in D.ATTRS})
         self.patch = nn.ModuleDict({a: nn.Linear(hidden, n[a]) for a in D.ATTRS[:3]})
+        self.present = nn.ModuleDict({a: nn.Linear(hidden, n[a] - 1) for a in D.ATTRS[:3]})
         self.n = n
 
-    def loss(self, vision_out, post_ln, slots, patches):
+    def loss(self, vision_out, post_ln, slots, patches, weights=None):
+        """Summed cross-entropies; weights {"slot", "patch", "present"} scale the three head kinds."""
+        w = dict(slot=1.0, patch=1.0, present=0.0, **(weights or {}))
         pooled = vision_out.pooler_output  # (B, H), CLS after post_layernorm
-        tokens = post_ln(vision_out.last_hidden_state[:, 1:])  # (B, G*G, H)
         losses, accs = {}, {}
-        for a in D.ATTRS:
+        if w["present"]:
+            # position-free: which shapes / colours / textures are in the image (soft CE over them)
+            for k, a in enumerate(D.ATTRS[:3]):
+                logits = self.present[a](pooled)
+                multi = torch.zeros_like(logits)
+                occ = slots[:, :, k]
+                multi = multi.scatter_add(1, (occ - 1).clamp(min=0), (occ > 0).float()).clamp(max=1)
+                target = multi / multi.sum(1, keepdim=True).clamp(min=1)
+                losses[f"present_{a}"] = w["present"] * -(F.log_softmax(logits, 1) * target).sum(1).mean()
+                if a in ("shape", "color"):
+                    accs[a] = multi.gather(1, logits.argmax(1, keepdim=True)).mean().item()
+        if not w["slot"] and not w["patch"]:
+            return sum(losses.values()), accs
+        tokens = post_ln(vision_out.last_hidden_state[:, 1:])  # (B, G*G, H)
+        for a in (D.ATTRS if w["slot"] else ()):
             k = D.ATTRS.index(a)
             logits = self.slot[a](pooled).view(-1, 3, self.n[a])
-            losses[f"slot_{a}"] = F.cross_entropy(logits.reshape(-1, self.n[a]), slots[:, :, k].reshape(-1))
+            losses[f"slot_{a}"] = w["slot"] * F.cross_entropy(logits.reshape(-1, self.n[a]),
+                                                             slots[:, :, k].reshape(-1))
             occupied = slots[:, :, k] > 0
-            accs[a] = (logits.argmax(-1) == slots[:, :, k])[occupied].float().mean().item()
-        for k, a in enumerate(D.ATTRS[:3]):
+            accs.setdefault(a, (logits.argmax(-1) == slots[:, :, k])[occupied].float().mean().item())
+        for k, a in enumerate(D.ATTRS[:3] if w["patch"] else ()):
             logits = self.patch[a](tokens)
-            losses[f"patch_{a}"] = F.cross_entropy(logits.reshape(-1, self.n[a]), patches[:, k].reshape(-1))
+            losses[f"patch_{a}"] = w["patch"] * F.cross_entropy(logits.reshape(-1, self.n[a]),
+                                                               patches[:, k].reshape(-1))
         return sum(losses.values()), accs
 
 
@@ -102,23 +120,34 @@ def encode_images(model, pixels: torch.Tensor) -> torch.Tensor:
     return getattr(out, "pooler_output", out)
 
 
-def _lr(step, total, base, warmup=150):
+def _lr(step, total, base, warmup=150):  # noqa: D103
     if step < warmup:
         return base * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-PLAN = dict(  # default schedule (steps), batch 128
+PLAN_V1 = dict(  # first schedule (steps), batch 128: slot + patch heads throughout
     a1_steps=350, a2_steps=450, b_steps=600, batch=128, lr=1e-3,
     a1_world=dict(n_objects=[1, 1], textures=["solid"], sizes=["medium", "large"],
                   backgrounds=["gray", "gradient"]),
-    a1_pool=12000, a2_pool=24000, b_pool=24000, single_pool=6000,
+    a1_pool=12000, a2_pool=24000, b_pool=24000, single_pool=6000, eval_n=300,
 )
 
 
+PLAN_V2 = dict(  # shape-first: the measured recipe (single large solid objects, pooled heads) first
+    PLAN_V1, a1_steps=500, a2_steps=400, b_steps=400, warmup=200,
+    a1_world=dict(n_objects=[1, 1], textures=["solid"], sizes=["large"], backgrounds=["gray"]),
+    heads=dict(A1=dict(present=1.0, slot=0.0, patch=0.0), A2=dict(present=1.0, slot=0.0, patch=0.5),
+               B=dict(present=1.0, slot=0.0, patch=0.5)),
+)
+PLANS = {"v1": PLAN_V1, "v2": PLAN_V2}
+PLAN = PLAN_V2
+
+
 def train_clip(out_dir: str | None = None, seed: int = 0, minutes: float | None = None,
-               cfg: dict = CONFIG, plan: dict | None = None, log=print, eval_every: int = 200):
+               cfg: dict = CONFIG, plan: dict | None = None, log=print, eval_every: int = 200,
+               workers: int = 2):
     """Train world-clip; returns (model, tokenizer, history). Saves to out_dir when given."""
     plan = dict(PLAN, **(plan or {}))
     t0 = time.time()
@@ -131,14 +160,14 @@ def train_clip(out_dir: str | None = None, seed: int = 0, minutes: float | None 
     vis = model.vision_model
     world = D.TRAIN_WORLD_SEED + seed
     log(f"world-clip: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; rendering pools")
-    pool_a1 = D.render_pool(world, 0, plan["a1_pool"], D.spec_options(plan["a1_world"]), workers=2)
-    pool_full = D.render_pool(world, 0, plan["a2_pool"], None, workers=2)
+    pool_a1 = D.render_pool(world, 0, plan["a1_pool"], D.spec_options(plan["a1_world"]), workers=workers)
+    pool_full = D.render_pool(world, 0, plan["a2_pool"], None, workers=workers)
     pool_single = D.render_pool(world + 500, 0, plan["single_pool"],
-                                D.spec_options({"n_objects": [1, 1]}), workers=2)
+                                D.spec_options({"n_objects": [1, 1]}), workers=workers)
     log(f"  pools rendered in {time.time() - t0:.0f}s")
     from .metrics import clip_zero_shot
 
-    eval_pool = D.render_pool(D.EVAL_WORLD_SEED, 0, 300, D.spec_options({"n_objects": [1, 1]}))
+    eval_pool = D.render_pool(D.EVAL_WORLD_SEED, 0, plan["eval_n"], D.spec_options({"n_objects": [1, 1]}))
 
     params = [p for p in model.parameters()] + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=plan["lr"], weight_decay=0.05)
@@ -157,7 +186,7 @@ def train_clip(out_dir: str | None = None, seed: int = 0, minutes: float | None 
                 log(f"  time budget reached at step {step}")
                 break
             for g in opt.param_groups:
-                g["lr"] = _lr(step, total, plan["lr"])
+                g["lr"] = _lr(step, total, plan["lr"], plan.get("warmup", 150))
             if phase == "A1":
                 pool, idx = pool_a1, torch.randint(len(pool_a1), (bsz,), generator=gen)
             elif phase == "A2":
@@ -177,7 +206,8 @@ def train_clip(out_dir: str | None = None, seed: int = 0, minutes: float | None 
                 scenes = [pool_full.scenes[i] for i in idx_f.tolist()] + \
                     [pool_single.scenes[i] for i in idx_s.tolist()]
             vout = vis(pixel_values=pixels)
-            loss_sup, accs = heads.loss(vout, vis.post_layernorm, slots, patches)
+            loss_sup, accs = heads.loss(vout, vis.post_layernorm, slots, patches,
+                                        plan.get("heads", {}).get(phase))
             loss = loss_sup
             loss_con = torch.tensor(0.0)
             if phase == "B":

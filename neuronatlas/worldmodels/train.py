@@ -34,7 +34,7 @@ def _setup(seed: int, threads: int = 2):
 
 
 def train(name: str, out_dir: Optional[str] = None, minutes: Optional[float] = None, seed: int = 0,
-          log=print, **kwargs) -> dict:
+          log=print, threads: int = 2, **kwargs) -> dict:
     """Train a world model and write its checkpoint, metrics and model card to out_dir
     (default: the package's committed weights directory). Returns the held-out metrics."""
     from . import weights_dir
@@ -43,7 +43,7 @@ def train(name: str, out_dir: Optional[str] = None, minutes: Optional[float] = N
         raise typer.BadParameter(f"unknown world model {name!r}; choose one of {', '.join(NAMES)}")
     out_dir = out_dir or weights_dir(name)
     os.makedirs(out_dir, exist_ok=True)
-    _setup(seed)
+    _setup(seed, threads)
     t0 = time.time()
     if name == "world-clip":
         from .clip import train_clip
@@ -63,6 +63,13 @@ def train(name: str, out_dir: Optional[str] = None, minutes: Optional[float] = N
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
     log(json.dumps(metrics))
+    from .card import write_card
+
+    if name == "world-clip":
+        from .clip import PLAN
+    else:
+        from .llava import PLAN
+    write_card(name, out_dir, metrics, dict(PLAN, **(kwargs.get("plan") or {})), threads)
     return metrics
 
 
@@ -93,9 +100,28 @@ def train_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
               out: Optional[str] = typer.Option(None, "--out", help="Output directory (default: the "
                                                 "package's weights/NAME, overwriting the committed one)."),
               minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-time cap (safety stop)."),
-              seed: int = typer.Option(0, "--seed", help="Training seed.")):
+              seed: int = typer.Option(0, "--seed", help="Training seed."),
+              threads: int = typer.Option(2, "--threads", help="torch threads (1 on a busy machine)."),
+              plan: Optional[str] = typer.Option(None, "--plan", help="world-clip schedule: v1 or v2 "
+                                                 "(default: the one of the committed weights)."),
+              clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="world-llava: "
+                                                         "the world-clip checkpoint to start from "
+                                                         "(default: the committed world-clip).")):
     """Train a world model from scratch (deterministic given --seed; ~30 min on 2 CPU cores)."""
-    train(name, out, minutes=minutes, seed=seed)
+    kwargs = {}
+    if plan:
+        if name != "world-clip":
+            raise typer.BadParameter("--plan is for world-clip")
+        from .clip import PLANS
+
+        if plan not in PLANS:
+            raise typer.BadParameter(f"unknown plan {plan!r}; choose one of {', '.join(PLANS)}")
+        kwargs["plan"] = PLANS[plan]
+    if clip_weights:
+        if name != "world-llava":
+            raise typer.BadParameter("--clip-weights is for world-llava")
+        kwargs["clip_weights"] = clip_weights
+    train(name, out, minutes=minutes, seed=seed, threads=threads, **kwargs)
 
 
 @zoo_app.command("eval")

@@ -1,0 +1,103 @@
+"""Agreement of labels with known true labels (synthetic units; classifier units and class names).
+
+Per (unit, method), from the method's ranked labels (rank 0 = its label) and the unit's truth:
+
+- exact:   the label is the truth (after lower-casing and collapsing spaces), or names the same world
+           concept id (labelers that output a `concept` column, e.g. netdissect);
+- top5:    the truth is among the method's top-5 labels (same matching);
+- partial: the label is one of the truth's concepts (e.g. "red" for "red AND circle"); for a mono
+           unit partial equals exact;
+- cosine:  cosine similarity of the label's and the truth's text embeddings (MiniLM by default), as
+           in the CLIP-Dissect paper's evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TRUTH_COLUMNS = ("unit", "truth")
+
+
+def normalize(text) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def _phrases(concepts: str | None) -> tuple[set[str], set[str]]:
+    """(concept ids, their phrases) of a truth's "|"-joined concept ids."""
+    if not concepts or not isinstance(concepts, str):
+        return set(), set()
+    ids = set(concepts.split("|"))
+    try:
+        from ..data.world import CONCEPTS
+
+        phrases = {normalize(CONCEPTS[c].phrase) for c in ids if c in CONCEPTS}
+    except ImportError:  # pragma: no cover
+        phrases = set()
+    return ids, phrases
+
+
+def _matches(label, concept, truth: str, concepts: str | None) -> bool:
+    if normalize(label) == normalize(truth):
+        return True
+    ids, _ = _phrases(concepts)
+    return len(ids) == 1 and (concept in ids or normalize(label) in {normalize(i) for i in ids})
+
+
+def ground_truth_table(labels, truth, embedder=None, top: int = 5):
+    """One row per (unit, method) with a truth: unit, method, kind, truth, label, exact, top5,
+    partial, cosine (NaN without an embedder). `labels`: columns unit, method, rank, label
+    (+ optional concept); `truth`: columns unit, truth (+ optional kind / truth_kind, concepts /
+    truth_concepts)."""
+    import pandas as pd
+
+    truth = truth.rename(columns={"truth_kind": "kind", "truth_concepts": "concepts"})
+    truth = truth[truth["truth"].notna()]
+    cols = [c for c in ("unit", "truth", "kind", "concepts") if c in truth.columns]
+    merged = labels.merge(truth[cols], on="unit", how="inner")
+    if "concept" not in merged.columns:
+        merged["concept"] = None
+    if "concepts" not in merged.columns:
+        merged["concepts"] = None
+    if "kind" not in merged.columns:
+        merged["kind"] = "unknown"
+    rows = []
+    for (unit, method), g in merged.groupby(["unit", "method"], sort=True):
+        g = g.sort_values("rank", kind="stable")
+        first = g.iloc[0]
+        hits = [_matches(r.label, r.concept, r.truth, r.concepts) for r in g.itertuples()]
+        ids, phrases = _phrases(first.concepts)
+        partial = hits[0] or normalize(first.label) in phrases or first.concept in ids
+        rows.append({"unit": unit, "method": method, "kind": first.kind, "truth": first.truth,
+                     "label": first.label, "exact": bool(hits[0]), "top5": bool(any(hits[:top])),
+                     "partial": bool(partial)})
+    table = pd.DataFrame(rows, columns=["unit", "method", "kind", "truth", "label", "exact", "top5",
+                                        "partial"])
+    table["cosine"] = label_cosines(table["label"], table["truth"], embedder) if len(table) else []
+    return table
+
+
+def label_cosines(a, b, embedder=None) -> np.ndarray:
+    """Cosine of the text embeddings of a[i] and b[i] (NaN everywhere without an embedder)."""
+    a, b = [str(x) for x in a], [str(x) for x in b]
+    if embedder is None or not a:
+        return np.full(len(a), np.nan)
+    texts = sorted(set(a) | set(b))
+    vecs = embedder.embed(texts).double().numpy()
+    vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True).clip(1e-12)
+    pos = {t: i for i, t in enumerate(texts)}
+    return np.array([float(vecs[pos[x]] @ vecs[pos[y]]) for x, y in zip(a, b)])
+
+
+def summarize_ground_truth(table):
+    """Per method and kind (and "all"): n_units and the mean of exact, top5, partial, cosine."""
+    import pandas as pd
+
+    if not len(table):
+        return pd.DataFrame(columns=["method", "kind", "n_units", "exact", "top5", "partial",
+                                     "cosine"])
+    metrics = ["exact", "top5", "partial", "cosine"]
+    every = table.assign(kind="all")
+    both = pd.concat([every, table], ignore_index=True)
+    out = both.groupby(["method", "kind"], sort=True)[metrics].mean().reset_index()
+    out.insert(2, "n_units", both.groupby(["method", "kind"], sort=True).size().to_numpy())
+    return out
