@@ -23,7 +23,6 @@ import math
 import resource
 import time
 
-import numpy as np
 import torch
 
 

@@ -27,15 +27,18 @@ P[i,c] = s * cos(image_i, text_c) with s = 100 (the reference's logit scale, `lo
 
 The label of unit u is argmax_c sim[u,c]; we keep the top `top` concepts with their scores.
 
-Differences from the reference code, none of which changes a label: rank_reorder's baseline B is its
-exact expectation instead of an average over 5 random permutations (the reference's score is random;
-B is a per-unit constant); a concept whose mean similarity over the top images is <= 0 gets -inf
-from rank_reorder (NaN in the reference); k and n are capped at N (the reference crashes); the sum of the wpmi terms
-is computed as sum_j log(q_j) + sum_j log1p(p_j Q / q_j), q_j = 1 - p_j + eps, which is the same
-number, and terms with p_j Q / q_j < 1e-9 are skipped (each changes the score by less than 1e-9).
+Differences from the reference code, none of which changes a label: rank_reorder's baseline B is
+its exact expectation instead of an average over 5 random permutations (the reference's score is
+random; B is a per-unit constant); a concept whose mean similarity over the top images is <= 0 gets
+-inf from rank_reorder (NaN in the reference); k and n are capped at N (the reference crashes); ties
+go to the lower concept index. The wpmi sum is computed as sum_j log(q_j) + sum_j log1p(p_j Q / q_j),
+q_j = 1 - p_j + eps (the same number); terms with p_j Q / q_j < 1e-9 are skipped (each changes the
+score by less than 1e-9), and so are softmax-normaliser terms below e^-60 of a row's largest. With
+CLIP's peaked softmax (a * 100 * cos) that leaves ~0.2% of the (image, concept) entries to compute.
 
-Scale: the work runs over blocks of concepts (P never exists in full) and of units; the activations
-are only read to find each unit's top images. Peak memory is about N x concept_block floats plus
+Scale: the work runs over blocks of concepts (P never exists in full: a block is image_emb @
+text_emb[block].T) and of units; the activations are streamed by rows (once for the top images of
+each unit; once per concept block for cos). Peak memory is about N x concept_block floats plus
 U x (concept_block + k); 50k images x 10k units x 20k concepts fits in a few GB.
 """
 
@@ -74,6 +77,14 @@ class Similarities:
     dense: torch.Tensor | None = None  # (N, C)
     scale: float = LOGIT_SCALE
 
+    def __post_init__(self):
+        for name in ("images", "texts", "dense"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, torch.Tensor):
+                setattr(self, name, torch.from_numpy(np.asarray(v)))
+        if self.dense is None and (self.images is None or self.texts is None):
+            raise ValueError("Similarities needs images and texts embeddings, or dense")
+
     @property
     def shape(self) -> tuple[int, int]:
         if self.dense is not None:
@@ -84,15 +95,6 @@ class Similarities:
         if self.dense is not None:
             return self.dense[:, c0:c1].to(dtype)
         return (self.images.to(dtype) @ self.texts[c0:c1].to(dtype).T) * self.scale
-
-    def rows(self, index: torch.Tensor) -> "Similarities":
-        if self.dense is not None:
-            return Similarities(dense=self.dense[index], scale=self.scale)
-        return Similarities(self.images[index], self.texts, scale=self.scale)
-
-
-def _as_tensor(x, dtype) -> torch.Tensor:
-    return x.to(dtype) if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, np.float32)).to(dtype)
 
 
 def params_for(similarity: str, **overrides) -> dict:
@@ -110,7 +112,8 @@ def params_for(similarity: str, **overrides) -> dict:
 # -- the engine ----------------------------------------------------------------------------------
 def top_concepts(acts, sims: Similarities, similarity: str = DEFAULT_SIMILARITY, top: int = 5,
                  concept_block: int | None = None, unit_block: int | None = None,
-                 dtype=torch.float32, progress=None, **params) -> tuple[np.ndarray, np.ndarray]:
+                 row_block: int | None = None, dtype=torch.float32, progress=None,
+                 **params) -> tuple[np.ndarray, np.ndarray]:
     """The `top` best concepts of every unit: (scores (U, top), concept indices (U, top)), best first.
 
     acts: (N, U) activations (numpy, memmap or tensor; no NaN). sims: the (N, C) similarities."""
@@ -124,7 +127,7 @@ def top_concepts(acts, sims: Similarities, similarity: str = DEFAULT_SIMILARITY,
     top = min(top, c)
     cb = concept_block or int(min(c, max(64, 2 ** 27 // (4 * n))))
     ub = unit_block or 256
-    state = _prepare(acts, similarity, params, ub, dtype)
+    state = _prepare(acts, similarity, params, dtype, row_block)
     best_v = torch.full((u, 0), -math.inf, dtype=dtype)
     best_i = torch.zeros((u, 0), dtype=torch.long)
     log_z = _row_logsumexp(sims, params["a"], cb, dtype) if "a" in params else None
@@ -160,53 +163,67 @@ def _top_sorted(v: torch.Tensor, i: torch.Tensor, top: int):
     return tv.gather(1, o), ti.gather(1, o)
 
 
-def _unit_blocks(u: int, ub: int):
-    for u0 in range(0, u, ub):
-        yield u0, min(u, u0 + ub)
+class RowSubset:
+    """Rows `index` of an (N, U) array (e.g. the run's memory-mapped acts without skipped images),
+    read a block of rows at a time."""
+
+    def __init__(self, array, index: np.ndarray):
+        self.array, self.index = array, np.asarray(index)
+        self.shape = (len(self.index), array.shape[1])
+
+    def __getitem__(self, rows: slice):
+        return self.array[self.index[rows]]
 
 
-def _columns(acts, u0: int, u1: int, dtype) -> torch.Tensor:
-    if isinstance(acts, torch.Tensor):
-        return acts[:, u0:u1].to(dtype)
-    return torch.from_numpy(np.ascontiguousarray(acts[:, u0:u1], dtype=np.float32)).to(dtype)
-
-
-def _prepare(acts, similarity: str, params: dict, ub: int, dtype) -> dict:
-    """What each function needs from the activations, read once block by block."""
+def _row_blocks(acts, dtype, rows: int | None = None):
+    """(r0, block (r1 - r0, U) tensor) over the rows of acts: reads each row once, in order."""
     n, u = acts.shape
-    st: dict = {}
+    rb = rows or max(1, 2 ** 24 // max(1, u))
+    for r0 in range(0, n, rb):
+        blk = acts[r0:r0 + rb]
+        blk = blk if isinstance(blk, torch.Tensor) else torch.from_numpy(
+            np.ascontiguousarray(blk, dtype=np.float32))
+        yield r0, blk.to(dtype)
+
+
+def _prepare(acts, similarity: str, params: dict, dtype, rows: int | None = None) -> dict:
+    """What each function needs from the activations, in one or two streaming passes over rows."""
+    n, u = acts.shape
+    st: dict = {"acts": acts, "rows": rows}
     if similarity in ("cos", "cos_cubed"):
-        cols = []
-        for u0, u1 in _unit_blocks(u, ub):
-            a = _columns(acts, u0, u1, dtype)
-            if similarity == "cos_cubed":
-                a = (a - a.mean(0, keepdim=True)) ** 3
-                a = a / a.norm(dim=0, keepdim=True).clamp_min(params["min_norm"])
-            else:
-                a = a / a.norm(dim=0, keepdim=True)
-            cols.append(a.T.contiguous())
-        st["units"] = cols  # list of (ub, N)
+        mean = torch.zeros(u, dtype=dtype)
+        if similarity == "cos_cubed":
+            for _, blk in _row_blocks(acts, dtype, rows):
+                mean += blk.sum(0) / n
+        sq = torch.zeros(u, dtype=dtype)
+        for _, blk in _row_blocks(acts, dtype, rows):
+            sq += (((blk - mean) ** 3) ** 2 if similarity == "cos_cubed" else blk ** 2).sum(0)
+        norm = sq.sqrt()
+        st["mean"] = mean
+        st["norm"] = norm.clamp_min(params["min_norm"]) if similarity == "cos_cubed" else norm
+        return st
+    k = min(n, int(params["top_k"]) if "top_k" in params
+            else max(2, int(n * params["top_fraction"])))
+    best_v = torch.empty((0, u), dtype=dtype)
+    best_i = torch.empty((0, u), dtype=torch.long)
+    for r0, blk in _row_blocks(acts, dtype, rows):  # running top-k per unit
+        v = torch.cat([best_v, blk])
+        i = torch.cat([best_i, torch.arange(r0, r0 + len(blk)).unsqueeze(1).expand(-1, u)])
+        best_v, pos = v.topk(min(k, len(v)), dim=0)
+        best_i = i.gather(0, pos)
+    st["values"], st["index"] = best_v.T.contiguous(), best_i.T.contiguous()  # (U, k), decreasing
+    if similarity == "rank_reorder":
+        t, p = st["values"], params["p"]
+        st["baseline"] = ((t[:, :, None] - t[:, None, :]).abs() ** p).mean((1, 2))  # (U,)
     else:
-        k = min(n, int(params["top_k"]) if "top_k" in params
-                else max(2, int(n * params["top_fraction"])))
-        vals, idx = [], []
-        for u0, u1 in _unit_blocks(u, ub):
-            v, i = _columns(acts, u0, u1, dtype).topk(k, dim=0)
-            vals.append(v.T.contiguous())
-            idx.append(i.T.contiguous())
-        st["values"], st["index"] = torch.cat(vals), torch.cat(idx)  # (U, k), decreasing
-        if similarity == "rank_reorder":
-            t, p = st["values"], params["p"]
-            st["baseline"] = ((t[:, :, None] - t[:, None, :]).abs() ** p).mean((1, 2))  # (U,)
+        j = torch.arange(k, dtype=torch.float64)
+        if similarity == "soft_wpmi":
+            pj = params["p_start"] - j / k * (params["p_start"] - params["p_end"])
         else:
-            j = torch.arange(k, dtype=torch.float64)
-            if similarity == "soft_wpmi":
-                pj = params["p_start"] - j / k * (params["p_start"] - params["p_end"])
-            else:
-                pj = torch.ones(k, dtype=torch.float64)
-            qj = 1 - pj + params["min_prob"]
-            st["coef"] = (pj / qj).to(dtype)  # log(q + p x) = log q + log1p(p/q x)
-            st["k0"] = float(torch.log(qj).sum())
+            pj = torch.ones(k, dtype=torch.float64)
+        qj = 1 - pj + params["min_prob"]
+        st["coef"] = (pj / qj).to(dtype)  # log(q + p x) = log q + log1p(p/q x)
+        st["k0"] = float(torch.log(qj).sum())
     return st
 
 
@@ -238,7 +255,11 @@ def _score_block(similarity, params, st, block, log_z, u, ub, dtype) -> torch.Te
             p = p / p.norm(dim=0, keepdim=True).clamp_min(params["min_norm"])
         else:
             p = block / block.norm(dim=0, keepdim=True)
-        return torch.cat([a @ p for a in st["units"]])
+        out = torch.zeros((u, block.shape[1]), dtype=block.dtype)
+        for r0, a in _row_blocks(st["acts"], block.dtype, st["rows"]):
+            a = (a - st["mean"]) ** 3 if similarity == "cos_cubed" else a
+            out += (a / st["norm"]).T @ p[r0:r0 + len(a)]
+        return out
     if similarity == "rank_reorder":
         return _rank_reorder(params, st, block, ub)
     # Q = softmax over all concepts (log_z: the rows' normalisers), this block's columns
@@ -303,21 +324,22 @@ def _rank_reorder(params, st, block, ub) -> torch.Tensor:
 
 
 # -- on a run ------------------------------------------------------------------------------------
-def describe_clip_dissect(run, layers=None, scorer="conse:mobilenet-v2", concepts="words20k",
+def describe_clip_dissect(run, layers=None, scorer=None, concepts="words20k",
                           similarity: str = DEFAULT_SIMILARITY, top: int = 5, probe=None,
                           logit_scale: float = LOGIT_SCALE, batch_size: int | None = None,
                           concept_block: int | None = None, unit_block: int | None = None,
                           show_progress: bool = False, **params):
     """Label the units of `layers` (default: every layer recorded with --save-acts) of a run.
 
-    scorer: an ImageTextScorer or a spec for `load_scorer` (conse:..., open_clip:..., hf:..., zoo:...).
+    scorer: an ImageTextScorer or a spec for `load_scorer` (conse:..., open_clip:..., hf:..., zoo:...);
+        default `backends.DEFAULT_SCORER` (conse:mobilenet-v2, offline).
     concepts: a ConceptSet or a spec for `load_concepts` (words20k, imagenet, world, a file...).
     params: overrides of the similarity function's defaults (e.g. top_k=50).
     Returns (labels table, config)."""
     import pandas as pd
 
     from ..atlas.exemplars import probe_for_run
-    from ..backends.scorer import ImageTextScorer, load_scorer
+    from ..backends.scorer import DEFAULT_SCORER, ImageTextScorer, load_scorer
     from ..concepts import load_concepts
     from ..recording.progress import Progress
     from .embeddings import image_embeddings, scorer_key, text_embeddings
@@ -326,7 +348,7 @@ def describe_clip_dissect(run, layers=None, scorer="conse:mobilenet-v2", concept
     layers = _layers_with_acts(run, layers)
     concept_set = load_concepts(concepts)
     if not isinstance(scorer, ImageTextScorer):
-        scorer = load_scorer(scorer)
+        scorer = load_scorer(scorer or DEFAULT_SCORER)
     key = scorer_key(scorer)
     keep = _usable_rows(run, layers)
     probe = probe_for_run(run, probe)
@@ -339,7 +361,7 @@ def describe_clip_dissect(run, layers=None, scorer="conse:mobilenet-v2", concept
     sims = Similarities(torch.from_numpy(img), torch.from_numpy(txt), scale=logit_scale)
     frames = []
     for layer in layers:
-        acts = np.asarray(run.acts(layer)[keep], dtype=np.float32)
+        acts = RowSubset(run.acts(layer), keep)
         bar = Progress(f"clip-dissect {layer}", len(concept_set), enabled=show_progress)
         try:
             v, i = top_concepts(acts, sims, similarity, top, concept_block, unit_block,

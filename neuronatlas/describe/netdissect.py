@@ -158,8 +158,18 @@ def netdissect(run, write: bool = True, **options):
     return df
 
 
+OPTIONS = ("layers", "quantile", "mask_size", "top", "batch_size", "bins", "target", "probe",
+           "show_progress")
+
+
 def describe_netdissect(run, **options):
-    """The `METHODS` entry of `neuronatlas.describe`: (labels without the method column, config)."""
+    """The `METHODS` entry of `neuronatlas.describe`: (labels without the method column, config).
+    Options left at None are dropped (a CLI may pass its scorer=None, concepts=None...)."""
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise UserError(f"netdissect does not take {', '.join(unknown)} (it uses the world's concept "
+                        f"masks, no scorer or concept list); its options are {', '.join(OPTIONS)}")
     df, config = _netdissect(run, **options)
     return df.drop(columns="method"), config
 

@@ -5,7 +5,6 @@ chunking changes nothing, concept sets are cleaned without misaligning labels, a
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -126,8 +125,8 @@ def test_chunked_equals_unchunked(fn):
     sims = Similarities(img, txt)
     kw = {"top_k": 30} if "top_k" in DEFAULTS[fn] else {}
     whole = top_concepts(A, sims, fn, top=5, dtype=torch.float64, **kw)
-    parts = top_concepts(A, sims, fn, top=5, concept_block=4, unit_block=2, dtype=torch.float64,
-                         **kw)
+    parts = top_concepts(A, sims, fn, top=5, concept_block=4, unit_block=2, row_block=7,
+                         dtype=torch.float64, **kw)
     np.testing.assert_array_equal(whole[1], parts[1])
     np.testing.assert_allclose(whole[0], parts[0], rtol=1e-9, atol=1e-9)
 
@@ -268,3 +267,39 @@ def test_run_without_acts_says_record_with_save_acts(tmp_path, tiny_cnn_file):
         describe(run, "clip-dissect", scorer="conse", concepts=["a", "b"])
     with pytest.raises(UserError, match="known methods"):
         describe(run, "clip-disect")
+
+
+def test_row_subset_reads_only_the_usable_rows():
+    from neuronatlas.describe.clip_dissect import RowSubset
+
+    rng = np.random.default_rng(5)
+    A, P = random_inputs(5, N=50)
+    A[[3, 17]] = np.nan  # skipped images
+    keep = np.flatnonzero(np.isfinite(A).all(1))
+    sims = Similarities(dense=torch.from_numpy(P[keep]))
+    whole = top_concepts(A[keep], sims, "soft_wpmi", top=3, top_k=10)
+    streamed = top_concepts(RowSubset(A, keep), sims, "soft_wpmi", top=3, top_k=10, row_block=6)
+    np.testing.assert_array_equal(whole[1], streamed[1])
+    np.testing.assert_allclose(whole[0], streamed[0], rtol=1e-6)
+
+
+def test_embedding_caches_are_keyed_and_never_stale(tmp_path, tiny_clip_scorer):
+    from types import SimpleNamespace
+
+    from neuronatlas.describe.embeddings import cache_dir, scorer_key, text_embeddings
+
+    run = SimpleNamespace(path=tmp_path)
+    key = scorer_key(tiny_clip_scorer)
+    a = text_embeddings(run, tiny_clip_scorer, load_concepts(["red", "blue"]), key)
+    b = text_embeddings(run, tiny_clip_scorer, load_concepts(["red", "blue", "green"]), key)
+    assert a.shape == (2, 16) and b.shape == (3, 16)
+    np.testing.assert_allclose(a, b[:2], atol=1e-5)
+    files = sorted(cache_dir(run).glob("texts-*.npy"))
+    assert len(files) == 2  # another concept list is another key
+    other = dict(key, fingerprint="different weights")
+    text_embeddings(run, tiny_clip_scorer, load_concepts(["red", "blue"]), other)
+    assert len(list(cache_dir(run).glob("texts-*.npy"))) == 3
+    for f in files:  # a damaged file is recomputed, not read
+        f.write_bytes(b"garbage")
+    again = text_embeddings(run, tiny_clip_scorer, load_concepts(["red", "blue"]), key)
+    np.testing.assert_allclose(again, a, atol=1e-6)

@@ -122,6 +122,8 @@ def test_registered_in_describe(synthetic_run):
     assert list(df.columns[:5]) == ["unit", "method", "rank", "label", "score"]
     assert len(df) == 2 * len(synthetic_run.units)
     assert synthetic_run.label_config("netdissect")["method"] == "netdissect"
+    with pytest.raises(UserError, match="does not take concepts"):
+        describe(synthetic_run, "netdissect", concepts="words20k", scorer=None)
 
 
 def test_netdissect_refuses_probe_sets_without_masks(tmp_path, image_folder, tiny_cnn_file):

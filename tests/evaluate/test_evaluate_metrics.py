@@ -22,7 +22,8 @@ def labels_table(rows):
     return pd.DataFrame(rows, columns=["unit", "method", "rank", "label", "score"])
 
 
-TRUTH = pd.DataFrame({"unit": ["l:0", "l:1", "l:2"], "truth": ["red", "red AND circle", "circle OR square"],
+TRUTH = pd.DataFrame({"unit": ["l:0", "l:1", "l:2"],
+                      "truth": ["red", "red AND circle", "circle OR square"],
                       "truth_kind": ["mono", "and", "or"],
                       "truth_concepts": ["color:red", "color:red|shape:circle",
                                          "shape:circle|shape:square"]})
@@ -150,6 +151,7 @@ def test_simulation_needs_saved_acts(tmp_path, image_folder, tiny_cnn_file):
     from neuronatlas.run import write_labels
 
     write_labels(run.path, "m", labels_table([("fc:0", "m", 0, "red", 1.0)]), {})
-    assert "simulation_pearson" not in set(evaluate(run, embedder=None, scorer=ColorScorer())["metric"])
+    summary = evaluate(run, embedder=None, scorer=ColorScorer())
+    assert "simulation_pearson" not in set(summary["metric"])
     with pytest.raises(UserError, match="save-acts"):
         evaluate(run, embedder=None, scorer=ColorScorer(), simulation=True)
