@@ -4,6 +4,9 @@ each explanation is right.
     import neuronatlas as na
     run = na.record("timm:vit_tiny_patch16_224", "path/to/images", "runs/x", layers="blocks.*.mlp.fc1")
     run.units; run.topk("blocks.9.mlp.fc1:12"); na.exemplar_grids(run, "blocks.9.mlp.fc1:12", "g.png")
+
+    from neuronatlas.describe import describe      # (subpackages of the same name: import the
+    from neuronatlas.evaluate import evaluate      #  functions from them)
 """
 
 __version__ = "0.1.0"

@@ -154,6 +154,63 @@ def exemplars(
 
 
 @app.command()
+def describe(
+    run: Path = typer.Argument(..., help="Run directory (CLIP-Dissect needs one recorded with "
+                                          "--save-acts)."),
+    method: str = typer.Option("clip-dissect", help="clip-dissect or netdissect."),
+    scorer: Optional[str] = typer.Option(None, help="Image-text scorer for clip-dissect: "
+                                                     "zoo:world-clip, open_clip:M/TAG, hf:..., "
+                                                     "conse:efficientnet-lite0 (default "
+                                                     "conse:mobilenet-v2)."),
+    concepts: Optional[str] = typer.Option(None, help="Concept set for clip-dissect: words20k "
+                                                       "(default), words10k, words3k, imagenet, "
+                                                       "world, or a text file (one per line)."),
+    similarity: Optional[str] = typer.Option(None, help="clip-dissect similarity: soft_wpmi "
+                                                         "(default), wpmi, rank_reorder, cos, "
+                                                         "cos_cubed."),
+    top: Optional[int] = typer.Option(None, help="Labels kept per unit (ranked)."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: all)."),
+    data: Optional[str] = typer.Option(None, help="Probe set, if it moved since recording."),
+):
+    """Label every unit of a run with a describe method; labels are stored in the run."""
+    from .describe import describe as do_describe
+
+    options = {"scorer": scorer, "concepts": concepts, "similarity": similarity, "top": top,
+               "layers": layers.split(",") if layers else None, "probe": data}
+    df = do_describe(run, method, **{k: v for k, v in options.items() if v is not None})
+    best = df[df["rank"] == 0].head(12)
+    for r in best.itertuples():
+        typer.echo(f"{r.unit:40s} {r.label:30s} {r.score:.4g}")
+    typer.echo(f"labelled {df['unit'].nunique()} units with {df['method'].iloc[0]}; "
+               f"read them with neuronatlas.open_run('{run}').labels()")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory with labels."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: all)."),
+    scorer: Optional[str] = typer.Option(None, help="Image-text scorer for the simulation score "
+                                                     "(e.g. zoo:world-clip on world probe sets)."),
+    simulation: bool = typer.Option(True, help="Compute the simulation score (--no-simulation: "
+                                               "skip)."),
+):
+    """Measure how right each method's labels are: ground truth, simulation, agreement."""
+    from .evaluate import evaluate as do_evaluate
+
+    summary = do_evaluate(run, methods=methods.split(",") if methods else None, scorer=scorer,
+                          simulation="auto" if simulation else False)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"evaluation of {run}")
+    for col in summary.columns:
+        table.add_column(str(col))
+    for row in summary.itertuples(index=False):
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    Console().print(table)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Where to write the demo run."),
     small: bool = typer.Option(False, help="A reduced size, for tests."),

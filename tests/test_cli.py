@@ -74,3 +74,20 @@ def test_demo_runs_end_to_end_on_a_reduced_size(tmp_path):
     assert result.meta["summary"]["n_unreadable"] == 0
     assert len(list((tmp_path / "demo" / "grids").rglob("*.png"))) >= 4
     assert "Where to look" in r.stderr
+
+
+def test_describe_and_evaluate_from_the_command_line(tmp_path):
+    out = tmp_path / "syn"
+    r = run("record", "zoo:synthetic-units", "--layers", "units", "--data",
+            "world:n=120,size=64,seed=0", "--out", out, "--workers", "0", "-q")
+    assert r.returncode == 0, r.stderr
+    r = run("describe", out, "--method", "netdissect")
+    assert r.returncode == 0, r.stderr
+    assert "labelled 111 units with netdissect" in r.stdout
+    labels = na.open_run(out).labels("netdissect")
+    assert {"unit", "method", "rank", "label", "score"} <= set(labels.columns)
+    r = run("evaluate", out, "--no-simulation")
+    assert r.returncode == 0, r.stderr
+    assert "netdissect" in r.stdout
+    r = run("describe", out, "--method", "clipdissect")
+    assert r.returncode == 2 and "did you mean" in r.stderr
