@@ -1,9 +1,12 @@
 """`neuronatlas demo`: the whole pipeline on the embedded default, offline, on a CPU.
 
-Records real pretrained EfficientNet-Lite0 units (a mid block, the last conv layer and the 1000
-logits) over procedural-world scenes plus the bundled photos, draws exemplar grids with heatmaps for
-a few units, and prints what it found. As more stages land (labelers, scorers, the world models, the
-web atlas), they are added here.
+1. Synthetic units with known answers (`zoo:synthetic-units`) over procedural-world scenes: every
+   labeler that exists describes them, and the evaluation says how often each one is right.
+2. Real pretrained EfficientNet-Lite0 (a mid block, the last conv layer, the 1000 logits) over world
+   scenes plus the bundled photos: recorded with exemplar grids and heatmaps, labelled by CLIP-Dissect
+   with a ConSE scorer, its logit units checked against their ImageNet class names.
+3. `zoo:world-clip`'s vision MLP neurons, when the trained weights are installed.
+As more stages land they are added here.
 """
 
 from __future__ import annotations
@@ -13,10 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-DEMO_MODELS = [
-    # (name, spec, layers)
-    ("efficientnet-lite0", "zoo:efficientnet-lite0", ["_blocks.10", "_head_act", "_fc"]),
-]
+WORLD_CLIP_LAYERS = ["vision_model.encoder.layers.1.mlp.fc1", "vision_model.encoder.layers.3.mlp.fc1"]
 
 
 def _interesting_units(run, layer: str, n: int) -> list[str]:
@@ -25,63 +25,128 @@ def _interesting_units(run, layer: str, n: int) -> list[str]:
     return units.sort_values("std", ascending=False)["unit"].head(n).tolist()
 
 
-def _label_of(run, index: int) -> str:
-    row = run.images.iloc[index]
-    label = row["label"] if isinstance(row["label"], str) and row["label"] else row["image_id"]
-    return label if len(label) <= 48 else label[:45] + "..."
+def _short(text, n: int = 40) -> str:
+    text = str(text)
+    return text if len(text) <= n else text[:n - 3] + "..."
 
 
 def run_demo(out: str | Path = "runs/demo", small: bool = False) -> dict:
     import neuronatlas as na
-    from neuronatlas.atlas.exemplars import exemplar_grids
     from neuronatlas.data.concat import ConcatProbeSet
+    from neuronatlas.models.zoo import ZOO
 
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:  # transformers' weight-loading bars would drown the demo's own output
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     console = Console(stderr=True)
     out = Path(out)
-    n_world = 24 if small else 300
-    probe = ConcatProbeSet([na.open_probe(f"world:n={n_world},size=224,seed=0"),
-                            na.open_probe("photos:")])
-    console.print(f"[bold]neuronatlas demo[/]: {len(probe)} probe images ({n_world} world scenes + "
-                  f"bundled photos) -> {out}")
+    n_world = 40 if small else 400
+    world = f"world:n={n_world},size=224,seed=0"
+    console.print(f"[bold]neuronatlas demo[/] -> {out}")
     results = {}
-    for name, spec, layers in DEMO_MODELS:
-        run = na.record(spec, probe, out / name, layers=layers, k=10 if small else 20,
-                        batch_size=16, show_progress=not small)
-        grids = []
-        classifier = run.meta["layers"][-1]["name"]
-        n_units = 1 if small else 3
-        for layer in [l for l in run.layers if l != classifier][-1:] + [classifier]:
-            for unit in _interesting_units(run, layer, n_units):
-                stem = unit.replace(":", "_")
-                grids += exemplar_grids(run, unit, out / "grids" / name / f"{stem}.png",
-                                        k=5 if small else 10, probe=probe, svg=not small)
-        results[name] = {"run": run, "grids": grids}
-        _print_table(console, run, name)
-    console.print(f"\n[bold]Where to look[/]\n  runs:  {', '.join(str(out / n) for n in results)}\n"
-                  f"  grids: {out / 'grids'}\n"
-                  f"  in Python: neuronatlas.open_run('{out / DEMO_MODELS[0][0]}').units")
+
+    # 1. synthetic units: ground truth for every method
+    syn = na.record("zoo:synthetic-units", f"world:n={n_world},size=64,seed=0", out / "synthetic",
+                    layers="units", save_acts=True, show_progress=not small)
+    scorer = "zoo:world-clip" if _world_clip_ready(ZOO) else "conse:efficientnet-lite0"
+    _describe_all(syn, scorer, "world", console)
+    results["synthetic"] = syn
+    _print_evaluation(console, syn, scorer, "synthetic units (true labels known)")
+
+    # 2. a real pretrained classifier over world scenes + photos
+    probe = ConcatProbeSet([na.open_probe(world), na.open_probe("photos:")])
+    eff = na.record("zoo:efficientnet-lite0", probe, out / "efficientnet-lite0",
+                    layers=["_blocks.10", "_head_act", "_fc"], k=10 if small else 20,
+                    save_acts=True, batch_size=16, show_progress=not small)
+    from neuronatlas.describe import describe
+
+    describe(eff, "clip-dissect", scorer="conse:efficientnet-lite0",
+             concepts="words3k" if small else "words10k", top=5)
+    results["efficientnet-lite0"] = eff
+    grids = _grids(eff, probe, out, "efficientnet-lite0", small)
+    _print_units(console, eff, "efficientnet-lite0")
+
+    # 3. the world CLIP's own neurons
+    if _world_clip_ready(ZOO):
+        wc = na.record("zoo:world-clip", f"world:n={n_world},size=64,seed=1", out / "world-clip",
+                       layers=WORLD_CLIP_LAYERS, save_acts=True, show_progress=not small)
+        _describe_all(wc, "zoo:world-clip", "world", console)
+        grids += _grids(wc, None, out, "world-clip", small)
+        results["world-clip"] = wc
+        _print_units(console, wc, "world-clip")
+
+    console.print(f"\n[bold]Where to look[/]\n  runs:  {', '.join(str(r.path) for r in results.values())}"
+                  f"\n  exemplar grids with heatmaps: {out / 'grids'} ({len(grids)} files)"
+                  f"\n  in Python: run = neuronatlas.open_run('{out / 'efficientnet-lite0'}'); "
+                  f"run.units; run.labels(); run.topk(UNIT)")
     return results
 
 
-def _print_table(console: Console, run, name: str) -> None:
-    classifier = run.meta["layers"][-1]["name"]
-    target_names = None
-    table = Table(title=f"{name}: units with the widest activation spread")
-    for col in ("unit", "mean", "std", "top-3 exemplars (label / id)"):
+def _world_clip_ready(zoo: dict) -> bool:
+    if "world-clip" not in zoo:
+        return False
+    from neuronatlas.worldmodels import zoo as wz  # noqa: F401
+
+    weights = Path(__file__).parent / "worldmodels" / "weights" / "world-clip" / "model.safetensors"
+    return weights.exists()
+
+
+def _describe_all(run, scorer: str, concepts: str, console: Console) -> None:
+    from neuronatlas.describe import METHODS, describe
+
+    for method in METHODS:
+        options = {"scorer": scorer, "concepts": concepts} if method == "clip-dissect" else {}
+        describe(run, method, **options)
+        console.print(f"  described {run.path.name} with {method}")
+
+
+def _grids(run, probe, out: Path, name: str, small: bool) -> list[Path]:
+    from neuronatlas.atlas.exemplars import exemplar_grids
+
+    paths = []
+    for layer in list(run.layers)[-2:]:
+        for unit in _interesting_units(run, layer, 1 if small else 2):
+            paths += exemplar_grids(run, unit, out / "grids" / name / f"{unit.replace(':', '_')}.png",
+                                    k=5 if small else 10, probe=probe, svg=not small)
+    return paths
+
+
+def _print_evaluation(console: Console, run, scorer: str, title: str) -> None:
+    from neuronatlas.evaluate import evaluate
+
+    summary = evaluate(run, scorer=scorer)
+    table = Table(title=f"{title}: how often is each method right?")
+    for col in ("method", "metric", "kind", "units", "value"):
         table.add_column(col)
+    keep = summary[summary["metric"].isin(["exact", "top5", "cosine", "simulation_pearson",
+                                           "agreement_same_top1"])
+                   & summary["kind"].isin(["mono", "all"])]
+    for r in keep.itertuples(index=False):
+        table.add_row(str(r.method), str(r.metric), str(r.kind), str(r.n_units), f"{r.value:.3f}")
+    console.print(table)
+
+
+def _print_units(console: Console, run, name: str) -> None:
+    labels = run.labels()
+    best = labels[labels["rank"] == 0].set_index(["unit", "method"])["label"]
+    methods = sorted(labels["method"].unique())
+    table = Table(title=f"{name}: units with the widest activation spread")
+    for col in ("unit", "std", "top-3 exemplars", *methods):
+        table.add_column(col)
+    units = run.units.set_index("unit")
     for layer in run.layers:
         for unit in _interesting_units(run, layer, 2):
             top = run.topk(unit, 3)
-            row = run.units.set_index("unit").loc[unit]
-            label = unit
-            if layer == classifier:
-                if target_names is None:
-                    from neuronatlas.models import load_target
-
-                    target_names = load_target(run.meta["key"]["model"]["spec"]).class_names
-                label = f"{unit} ({target_names[int(unit.rsplit(':', 1)[1])]})"
-            table.add_row(label, f"{row['mean']:.3g}", f"{row['std']:.3g}",
-                          "; ".join(_label_of(run, i) for i in top["index"]))
+            labels_of = [_short(run.images.iloc[i]["label"] or run.images.iloc[i]["image_id"], 24)
+                         for i in top["index"]]
+            table.add_row(unit, f"{units.loc[unit, 'std']:.3g}", "; ".join(labels_of),
+                          *[_short(best.get((unit, m), "-"), 20) for m in methods])
     console.print(table)
     s = run.meta["summary"]
     console.print(f"recorded {s['n_ok']} images x {len(run.units)} units; unreadable "

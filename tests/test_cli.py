@@ -74,6 +74,10 @@ def test_demo_runs_end_to_end_on_a_reduced_size(tmp_path):
     assert result.meta["summary"]["n_unreadable"] == 0
     assert len(list((tmp_path / "demo" / "grids").rglob("*.png"))) >= 4
     assert "Where to look" in r.stderr
+    assert "exact" in r.stderr and "netdissect" in r.stderr  # the evaluation table
+    syn = na.open_run(tmp_path / "demo" / "synthetic")
+    assert set(syn.labels()["method"]) >= {"clip-dissect", "netdissect"}
+    assert len(syn.evaluation("summary"))
 
 
 def test_describe_and_evaluate_from_the_command_line(tmp_path):
