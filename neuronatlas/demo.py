@@ -137,7 +137,8 @@ def _print_units(console: Console, run, name: str) -> None:
     best = labels[labels["rank"] == 0].set_index(["unit", "method"])["label"]
     methods = sorted(labels["method"].unique())
     table = Table(title=f"{name}: units with the widest activation spread")
-    for col in ("unit", "std", "top-3 exemplars", *methods):
+    table.add_column("unit", overflow="fold")  # ids are long; show them whole
+    for col in ("std", "top-3 exemplars", *methods):
         table.add_column(col)
     units = run.units.set_index("unit")
     for layer in run.layers:
