@@ -193,12 +193,15 @@ def evaluate(
                                                      "(e.g. zoo:world-clip on world probe sets)."),
     simulation: bool = typer.Option(True, help="Compute the simulation score (--no-simulation: "
                                                "skip)."),
+    clip_scorer: Optional[str] = typer.Option(None, help="Image-text scorer whose text space gives "
+                                                          "the clip_cosine ground-truth metric "
+                                                          "(e.g. zoo:world-clip)."),
 ):
     """Measure how right each method's labels are: ground truth, simulation, agreement."""
     from .evaluate import evaluate as do_evaluate
 
     summary = do_evaluate(run, methods=methods.split(",") if methods else None, scorer=scorer,
-                          simulation="auto" if simulation else False)
+                          simulation="auto" if simulation else False, clip_scorer=clip_scorer)
     from rich.console import Console
     from rich.table import Table
 
@@ -219,6 +222,18 @@ def demo(
     from .demo import run_demo
 
     run_demo(out, small=small)
+
+
+def _register_zoo() -> None:
+    """`neuronatlas zoo train|eval NAME`: the embedded world models (training code lives with them)."""
+    try:
+        from .worldmodels.train import zoo_app
+    except ImportError:  # transformers missing: the rest of the CLI still works
+        return
+    app.add_typer(zoo_app, name="zoo", help="Train or evaluate the embedded world models.")
+
+
+_register_zoo()
 
 
 def main() -> None:

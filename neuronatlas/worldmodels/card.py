@@ -96,8 +96,10 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             "", "## Training data",
             f"{plan['pool']} full-world scenes (world seed 1010 + seed), 32 px. {plan['steps']} steps of "
             f"batch {plan['batch']} images, each with up to {plan['k']} questions of all kinds "
-            "(weights presence 3, shape 3, color 2, texture 1, position 1, size 0.7, count 0.5) and, for "
-            "a quarter of the images, the caption; loss on answer tokens only. AdamW lr "
+            "(weights presence 3, shape 3, color 2, texture 1, position 1, size 0.7, count 0.5) in one "
+            "multi-turn row per image, and, for " + f"{plan.get('p_caption', 0.25):.0%}" + " of the images, "
+            "the caption as a last turn; loss on answer tokens only; vision tower at "
+            + str(plan["vision_lr_scale"]) + "x the learning rate. AdamW lr "
             f"{plan['lr']} (100 warm-up steps, cosine to 5%). The checkpoint kept is the best on 100 "
             "held-out scenes (presence + color + shape accuracy), checked every 250 steps.",
             "", "## Held-out metrics (protocol)",

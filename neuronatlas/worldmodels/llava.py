@@ -169,7 +169,8 @@ def batch_loss(model, tokenizer, pixels, items_per_image):
     return model(input_ids=ids, pixel_values=pixels, attention_mask=mask, labels=lab).loss
 
 
-PLAN = dict(steps=800, batch=32, lr=1e-3, vision_lr_scale=0.25, pool=24000, k=4, eval_n=100)
+PLAN = dict(steps=1300, batch=32, lr=1e-3, vision_lr_scale=0.25, pool=24000, k=4, eval_n=100,
+            p_caption=0.25)
 
 
 def _lr(step, total, base, warmup=100):
@@ -216,7 +217,7 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
         for g in opt.param_groups:
             g["lr"] = _lr(step - 1, total, plan["lr"]) * g["scale"]
         idx = torch.randint(len(pool), (plan["batch"],), generator=gen)
-        items = [sample_items(pool.scenes[i], rng, plan["k"]) for i in idx.tolist()]
+        items = [sample_items(pool.scenes[i], rng, plan["k"], plan["p_caption"]) for i in idx.tolist()]
         loss = batch_loss(model, tokenizer, pool.pixels(idx), items)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -65,3 +65,35 @@ def test_llava_training_smoke_loss_decreases():
     assert torch.allclose(l1, l2, atol=1e-5)
     out = answer_batch(model, tok, pool.pixels(torch.arange(2)), ["is there a red circle?", None], 3)
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
+
+
+def test_clip_shape_first_plan_runs():
+    from neuronatlas.worldmodels.clip import PLAN_V2, TINY, train_clip
+
+    plan = dict(TINY_PLAN, a1_steps=4, a2_steps=2, b_steps=2, heads=PLAN_V2["heads"],
+                a1_world=PLAN_V2["a1_world"])
+    _, _, hist = train_clip(None, cfg=TINY, plan=plan, log=lambda *a: None, eval_every=10 ** 6, workers=1)
+    assert [h["phase"] for h in hist] == ["A1"] * 4 + ["A2"] * 2 + ["B"] * 2
+    assert all(h["loss"] > 0 for h in hist)
+
+
+def test_zoo_cli_eval_and_bad_name():
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from neuronatlas.worldmodels import weights_dir
+    from neuronatlas.worldmodels.train import zoo_app
+
+    runner = CliRunner()
+    bad = runner.invoke(zoo_app, ["train", "world-nope"])
+    assert bad.exit_code != 0
+    if not os.path.isfile(os.path.join(weights_dir("world-clip"), "model.safetensors")):
+        return
+    res = runner.invoke(zoo_app, ["eval", "world-clip", "--n", "40"])
+    assert res.exit_code == 0, res.output
+    import re
+
+    out = json.loads(re.findall(r"\{[^{}]*\}", res.output)[-1])  # progress bars aside
+    assert out["n"] == 40 and 0 <= out["shape_top1"] <= 1 and out["color_top1"] > 0.8
