@@ -10,4 +10,5 @@ SOURCES: dict[str, str] = {
     "hf": "neuronatlas.data.hf:open_source",  # a dataset saved with save_to_disk; objects go via open_probe
     "world": "neuronatlas.data.world.source:open_source",
     "photos": "neuronatlas.data.photos:open_source",
+    "broden": "neuronatlas.data.broden:open_source",  # a Broden-format folder (with concept masks)
 }

@@ -17,7 +17,8 @@ histogram counts and (units x concepts) intersection counts. The quantile comes 
 interpolation inside the bin: within one bin width (the unit's value range / 2048) of the exact one.
 
 Concept masks: the `world:` probe set (`WorldProbeSet.masks`: every shape, colour, texture, size,
-position and background concept). Other probe sets are refused with a one-line error.
+position and background concept) or a Broden-format folder (`broden:PATH`, see data/broden.py;
+any probe set with `masks(i, size)` and `mask_concepts()`). Others are refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -137,10 +138,21 @@ def _concept_masks(probe, indices, concept_ids: list[str], size: int) -> torch.T
 
 
 def _check_probe(probe) -> None:
-    if not (hasattr(probe, "masks") and hasattr(probe, "scene")):
+    if not (hasattr(probe, "masks") and (hasattr(probe, "scene") or hasattr(probe, "mask_concepts"))):
         raise UserError(f"netdissect needs concept masks, which the probe set "
                         f"{getattr(probe, 'spec', probe)} does not have: record the run on a "
-                        f"world: probe set (e.g. --data world:n=1000,size=224)")
+                        f"world: probe set (e.g. --data world:n=1000,size=224) or a Broden-format "
+                        f"folder (broden:PATH)")
+
+
+def probe_concepts(probe) -> list[tuple[str, str, str]]:
+    """(concept id, phrase, category) of every concept the probe set has masks for: the probe's
+    `mask_concepts()` (Broden folders) or the world's vocabulary."""
+    if hasattr(probe, "mask_concepts"):
+        return list(probe.mask_concepts())
+    from ..data.world import CONCEPTS
+
+    return [(c, CONCEPTS[c].phrase, CONCEPTS[c].category) for c in CONCEPTS.ids()]
 
 
 def netdissect(run, write: bool = True, **options):
@@ -181,7 +193,6 @@ def _netdissect(run, layers=None, quantile: float = 0.005, mask_size: int | None
 
     from ..atlas.exemplars import probe_for_run, target_for_run
     from ..data import iter_batches
-    from ..data.world import CONCEPTS
     from ..recording.hooks import Capture
     from ..recording.progress import Progress
 
@@ -199,7 +210,10 @@ def _netdissect(run, layers=None, quantile: float = 0.005, mask_size: int | None
                         f"{'has' if len(names) == 1 else 'have'} none (vector outputs): pick conv "
                         f"or token layers")
     size = mask_size or min(int(getattr(probe, "size", 112)), 112)
-    concept_ids = list(CONCEPTS.ids())
+    concepts = probe_concepts(probe)
+    if not concepts:
+        raise UserError(f"the probe set {probe.spec} defines no concepts (empty label list)")
+    concept_ids = [c[0] for c in concepts]
     ok = run.images
     indices = ok.loc[ok["status"] == "ok", "index"].to_numpy(np.int64)
     if len(indices) == 0:
@@ -241,12 +255,13 @@ def _netdissect(run, layers=None, quantile: float = 0.005, mask_size: int | None
         thr = thresholds[p.name]
         for u in range(p.n_units):
             for r, c in enumerate(order[u].tolist()):
-                cid = concept_ids[c]
-                rows.append((f"{p.name}:{u}", "netdissect", r, CONCEPTS[cid].phrase,
-                             float(iou[u, c]), cid, CONCEPTS[cid].category, float(thr[u])))
+                cid, phrase, category = concepts[c]
+                rows.append((f"{p.name}:{u}", "netdissect", r, phrase, float(iou[u, c]), cid,
+                             category, float(thr[u])))
     df = pd.DataFrame(rows, columns=["unit", "method", "rank", "label", "score", "concept",
                                      "category", "threshold"])
     config = {"quantile": quantile, "mask_size": size, "top": k,
               "bins": bins, "layers": [p.name for p in points], "probe": probe.spec,
-              "concepts": "world", "n_images": int(len(indices))}
+              "concepts": "world" if probe.kind == "world" else probe.spec,
+              "n_concepts": len(concept_ids), "n_images": int(len(indices))}
     return df, config

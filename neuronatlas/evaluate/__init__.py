@@ -8,7 +8,8 @@ prints nothing. Parts:
 
 - ground truth (`ground_truth.py`), for units with a `truth` column in `run.units` (synthetic units)
   or a `truth=` table you pass (e.g. classifier units and their class names): exact, top5, partial,
-  and text-embedding cosine between label and truth;
+  and text-embedding cosine between label and truth (MiniLM; also in a CLIP's text space with
+  `clip_scorer=`, e.g. "zoo:world-clip": metric clip_cosine);
 - simulation (`simulation.py`): Pearson correlation between the unit's recorded activations on
   held-out images and the image-text scorer's similarity of those images to the label; needs the
   run's pooled activations (--save-acts). simulation="auto" runs it when every labelled layer has them;
@@ -50,11 +51,13 @@ def _has_acts(run, labels) -> bool:
 
 def evaluate(run, methods=None, truth=None, embedder="zoo:minilm", scorer=None,
              simulation="auto", holdout: float = 0.5, seed: int = 0, top: int = 5, probe=None,
-             max_images: int | None = None, write: bool = True):
+             max_images: int | None = None, write: bool = True, clip_scorer=None):
     """Evaluate the labels of `methods` (default: every method with labels in the run).
 
     embedder: text-embedder spec or instance for cosines (None: no cosines). scorer: image-text
-    scorer spec or instance for simulation (default `backends.DEFAULT_SCORER`). simulation: True,
+    scorer spec or instance for simulation (default `backends.DEFAULT_SCORER`). clip_scorer:
+    image-text scorer spec or instance whose text encoder gives the clip_cosine ground-truth metric
+    (None: not computed; "scorer": the simulation scorer). simulation: True,
     False or "auto". Returns the summary table (columns SUMMARY_COLUMNS)."""
     import pandas as pd
 
@@ -79,10 +82,16 @@ def evaluate(run, methods=None, truth=None, embedder="zoo:minilm", scorer=None,
         truth = run.units[[c for c in ("unit", "truth", "truth_kind", "truth_concepts")
                            if c in run.units.columns]]
     if truth is not None:
-        gt = ground_truth_table(labels, truth, emb, top)
+        if isinstance(clip_scorer, str) and clip_scorer in ("scorer", scorer):
+            clip_scorer = scorer = _scorer(scorer)  # one instance for both uses
+        elif clip_scorer is not None:
+            clip_scorer = _scorer(clip_scorer)
+        gt = ground_truth_table(labels, truth, emb, top, clip_scorer=clip_scorer)
         tables["ground_truth"] = gt
         s = summarize_ground_truth(gt)
-        for metric in ("exact", "top5", "partial", "cosine"):
+        metrics = ("exact", "top5", "partial", "cosine") + (("clip_cosine",) if clip_scorer
+                                                             is not None else ())
+        for metric in metrics:
             parts.append(pd.DataFrame({"metric": metric, "method": s["method"], "other": None,
                                        "kind": s["kind"], "n_units": s["n_units"],
                                        "value": s[metric]}))

@@ -8,7 +8,9 @@ Per (unit, method), from the method's ranked labels (rank 0 = its label) and the
 - partial: the label is one of the truth's concepts (e.g. "red" for "red AND circle"); for a mono
            unit partial equals exact;
 - cosine:  cosine similarity of the label's and the truth's text embeddings (MiniLM by default), as
-           in the CLIP-Dissect paper's evaluation.
+           in the CLIP-Dissect paper's evaluation;
+- clip_cosine: the same in a CLIP's text space (an ImageTextScorer's `encode_texts`, e.g.
+           `zoo:world-clip`), when `clip_scorer` is given (the paper reports both).
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ def _matches(label, concept, truth: str, concepts: str | None) -> bool:
     return len(ids) == 1 and (concept in ids or normalize(label) in {normalize(i) for i in ids})
 
 
-def ground_truth_table(labels, truth, embedder=None, top: int = 5):
+def ground_truth_table(labels, truth, embedder=None, top: int = 5, clip_scorer=None):
     """One row per (unit, method) with a truth: unit, method, kind, truth, label, exact, top5,
-    partial, cosine (NaN without an embedder). `labels`: columns unit, method, rank, label
+    partial, cosine (NaN without an embedder), and clip_cosine when `clip_scorer` (an
+    ImageTextScorer) is given. `labels`: columns unit, method, rank, label
     (+ optional concept); `truth`: columns unit, truth (+ optional kind / truth_kind, concepts /
     truth_concepts)."""
     import pandas as pd
@@ -73,7 +76,23 @@ def ground_truth_table(labels, truth, embedder=None, top: int = 5):
     table = pd.DataFrame(rows, columns=["unit", "method", "kind", "truth", "label", "exact", "top5",
                                         "partial"])
     table["cosine"] = label_cosines(table["label"], table["truth"], embedder) if len(table) else []
+    if clip_scorer is not None:
+        table["clip_cosine"] = (label_cosines(table["label"], table["truth"],
+                                              ScorerTextEmbedder(clip_scorer)) if len(table) else [])
     return table
+
+
+class ScorerTextEmbedder:
+    """An ImageTextScorer's text tower as a text embedder (`embed(texts)` -> (n, d) tensor)."""
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def embed(self, texts):
+        import torch
+
+        with torch.no_grad():
+            return self.scorer.encode_texts(list(texts)).float().cpu()
 
 
 def label_cosines(a, b, embedder=None) -> np.ndarray:
@@ -89,13 +108,14 @@ def label_cosines(a, b, embedder=None) -> np.ndarray:
 
 
 def summarize_ground_truth(table):
-    """Per method and kind (and "all"): n_units and the mean of exact, top5, partial, cosine."""
+    """Per method and kind (and "all"): n_units and the mean of exact, top5, partial, cosine (and
+    clip_cosine when the table has it)."""
     import pandas as pd
 
+    metrics = ["exact", "top5", "partial", "cosine"] + (["clip_cosine"] if "clip_cosine" in
+                                                        table.columns else [])
     if not len(table):
-        return pd.DataFrame(columns=["method", "kind", "n_units", "exact", "top5", "partial",
-                                     "cosine"])
-    metrics = ["exact", "top5", "partial", "cosine"]
+        return pd.DataFrame(columns=["method", "kind", "n_units", *metrics])
     every = table.assign(kind="all")
     both = pd.concat([every, table], ignore_index=True)
     out = both.groupby(["method", "kind"], sort=True)[metrics].mean().reset_index()

@@ -155,3 +155,40 @@ def test_simulation_needs_saved_acts(tmp_path, image_folder, tiny_cnn_file):
     assert "simulation_pearson" not in set(summary["metric"])
     with pytest.raises(UserError, match="save-acts"):
         evaluate(run, embedder=None, scorer=ColorScorer(), simulation=True)
+
+
+class TextOnlyScorer(ColorScorer):
+    """A CLIP stand-in whose text space differs from the MiniLM stand-in's."""
+
+    name = "fake:clip-text"
+    TEXTS = {"red": (1, 0, 0), "circle": (1, 1, 0), "red AND circle": (1, 0, 1), "blue": (0, 1, 0),
+             "circle OR square": (0, 1, 0)}
+
+
+def test_clip_cosine_by_hand():
+    labels = labels_table([("l:0", "a", 0, "red", 1.0), ("l:1", "a", 0, "circle", 1.0),
+                           ("l:2", "a", 0, "blue", 1.0)])
+    gt = ground_truth_table(labels, TRUTH, FakeEmbedder(VECS), clip_scorer=TextOnlyScorer())
+    gt = gt.set_index("unit")
+    # red/red = 1; circle (1,1,0) vs red AND circle (1,0,1) = 1/2; blue (0,1,0) vs (0,1,0) = 1
+    np.testing.assert_allclose(gt.loc[["l:0", "l:1", "l:2"], "clip_cosine"], [1, 0.5, 1], atol=1e-6)
+    # MiniLM stand-in differs: circle vs red AND circle = 1/sqrt2, blue vs circle OR square = 1/sqrt2
+    np.testing.assert_allclose(gt.loc[["l:1", "l:2"], "cosine"], [1 / math.sqrt(2)] * 2, atol=1e-6)
+    s = summarize_ground_truth(gt.reset_index()).set_index(["method", "kind"])
+    assert s.loc[("a", "all"), "clip_cosine"] == pytest.approx(2.5 / 3)
+    plain = ground_truth_table(labels, TRUTH, FakeEmbedder(VECS))
+    assert "clip_cosine" not in plain.columns
+    assert "clip_cosine" not in summarize_ground_truth(plain).columns
+
+
+def test_evaluate_adds_clip_cosine(small_run):
+    truth = pd.DataFrame({"unit": ["fc:0", "fc:1"], "truth": ["red", "blue"]})
+    summary = evaluate(small_run, embedder=None, simulation=False, truth=truth,
+                       clip_scorer=ColorScorer())
+    got = summary[summary.kind == "all"].set_index(["metric", "method"])["value"]
+    # m1: red/red = 1, green/blue = 0; m2: red/red = 1, blue/blue = 1
+    assert got[("clip_cosine", "m1")] == pytest.approx(0.5)
+    assert got[("clip_cosine", "m2")] == pytest.approx(1.0)
+    assert "clip_cosine" in small_run.evaluation("ground_truth").columns
+    plain = evaluate(small_run, embedder=None, simulation=False, truth=truth, write=False)
+    assert "clip_cosine" not in set(plain["metric"])
