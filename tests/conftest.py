@@ -63,3 +63,21 @@ def image_folder(tmp_path):
     folder = tmp_path / "images"
     make_images(folder, 30)
     return folder
+
+
+def tiny_hf_clip_target(seed=0, vision_layers=1):
+    """A random-weight transformers CLIPModel small enough for unit tests (32 px, patch 8)."""
+    import transformers
+
+    from neuronatlas.models.hf_adapter import target_from_hf_model
+    from neuronatlas.models.target import Preprocess
+
+    torch.manual_seed(seed)
+    cfg = transformers.CLIPConfig(
+        text_config=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16, eos_token_id=63,
+                         bos_token_id=0, pad_token_id=0),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=vision_layers, num_attention_heads=2), projection_dim=16)
+    model = transformers.CLIPModel(cfg).eval()
+    return target_from_hf_model(model, Preprocess(32, (0.5,) * 3, (0.5,) * 3), spec="hf:<tiny>")

@@ -7,6 +7,7 @@ import torch
 from neuronatlas.backends import ImageTextScorer, load_scorer
 from neuronatlas.backends.clip import HFClipScorer, OpenClipScorer, scorer_from_target
 from neuronatlas.errors import UserError
+from tests.conftest import tiny_hf_clip_target
 
 torch.set_num_threads(1)
 
@@ -32,20 +33,7 @@ def open_clip_target():
 
 
 def tiny_hf_target(seed=0):
-    import transformers
-
-    from neuronatlas.models.hf_adapter import target_from_hf_model
-    from neuronatlas.models.target import Preprocess
-
-    torch.manual_seed(seed)
-    cfg = transformers.CLIPConfig(
-        text_config=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16, eos_token_id=63,
-                         bos_token_id=0, pad_token_id=0),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=1, num_attention_heads=2), projection_dim=16)
-    model = transformers.CLIPModel(cfg).eval()
-    return target_from_hf_model(model, Preprocess(32, (0.5,) * 3, (0.5,) * 3), spec="hf:<tiny>")
+    return tiny_hf_clip_target(seed)
 
 
 def char_tokenizer(texts, padding=True, truncation=True, max_length=16, return_tensors="pt"):

@@ -180,21 +180,10 @@ class CharTokenizer:
 
 @pytest.fixture(scope="module")
 def tiny_clip_scorer():
-    import transformers
-
     from neuronatlas.backends.clip import HFClipScorer
-    from neuronatlas.models.hf_adapter import target_from_hf_model
-    from neuronatlas.models.target import Preprocess
+    from tests.conftest import tiny_hf_clip_target
 
-    torch.manual_seed(0)
-    cfg = transformers.CLIPConfig(
-        text_config=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16, eos_token_id=63,
-                         bos_token_id=0, pad_token_id=0),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=2), projection_dim=16)
-    model = transformers.CLIPModel(cfg).eval()
-    target = target_from_hf_model(model, Preprocess(32, (0.5,) * 3, (0.5,) * 3), spec="hf:<tiny>")
+    target = tiny_hf_clip_target(seed=0, vision_layers=2)
     return HFClipScorer(target, CharTokenizer())
 
 
