@@ -236,6 +236,16 @@ def _register_zoo() -> None:
 _register_zoo()
 
 
+def _register_study() -> None:
+    """`neuronatlas study export|import|report`: blind human-interpretability studies."""
+    from .study.cli import study_app
+
+    app.add_typer(study_app, name="study", help="Blind human studies: export, import, report.")
+
+
+_register_study()
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

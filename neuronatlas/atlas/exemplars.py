@@ -66,8 +66,38 @@ def exemplars(run: Run | str, unit: str, which: str = "top", k: int | None = Non
     run = open_run(run) if not isinstance(run, Run) else run
     if which not in ("top", "bottom"):
         raise UserError(f"which must be top or bottom (got {which})")
-    layer, u = run.parse_unit(unit)
     table = run.topk(unit, k) if which == "top" else run.bottomk(unit, k)
+    rows = [(int(r.rank), int(r.index), str(r.image_id), float(r.value))
+            for r in table.itertuples(index=False)]
+    return _render(run, unit, rows, target, probe, batch_size)
+
+
+def exemplars_at(run: Run | str, unit: str, indices, target: Target | None = None, probe=None,
+                 batch_size: int = 16) -> list[Exemplar]:
+    """Tiles of `unit` on any probe images (e.g. randomly drawn ones for a study's controls), in
+    the given order; `value` is the recorded pooled activation when the run saved acts, otherwise
+    the recomputed one."""
+    run = open_run(run) if not isinstance(run, Run) else run
+    layer, u = run.parse_unit(unit)
+    indices = [int(i) for i in indices]
+    ids = run.images["image_id"].to_numpy()
+    try:
+        acts = run.acts(layer)
+        values = [float(acts[i, u]) for i in indices]
+    except UserError:  # no --save-acts: take the re-run's values
+        values = [float("nan")] * len(indices)
+    rows = [(r, i, str(ids[i]), v) for r, (i, v) in enumerate(zip(indices, values))]
+    tiles = _render(run, unit, rows, target, probe, batch_size)
+    for t in tiles:
+        if np.isnan(t.value):
+            t.value = t.recomputed
+    return tiles
+
+
+def _render(run: Run, unit: str, rows: list[tuple[int, int, str, float]], target, probe,
+            batch_size: int) -> list[Exemplar]:
+    """Re-run the model on rows of (rank, probe index, image id, recorded value)."""
+    layer, u = run.parse_unit(unit)
     target = target_for_run(run, target)
     probe = probe_for_run(run, probe)
     point = target.select([layer])[0]
@@ -77,13 +107,12 @@ def exemplars(run: Run | str, unit: str, which: str = "top", k: int | None = Non
     capture = Capture(target, [point], reduce={
         point.name: lambda out: point.layout.canonical(out)[:, u:u + 1].clone()})
     out: list[Exemplar] = []
-    rows = list(table.itertuples(index=False))
     with capture.attached():
         for a in range(0, len(rows), batch_size):
             chunk = rows[a:a + batch_size]
-            images = [probe.read_image(int(r.index)) for r in chunk]
+            images = [probe.read_image(index) for _, index, _, _ in chunk]
             pixels = torch.stack([transform(im) for im in images]).to(target.device)
-            indices = [int(r.index) for r in chunk]
+            indices = [index for _, index, _, _ in chunk]
             acts = capture.run(pixels, probe, indices)[point.name]  # (B, 1, S): this unit only
             values = pool(acts, point.layout, pooling)[:, 0].float().cpu()
             maps = None
@@ -91,11 +120,47 @@ def exemplars(run: Run | str, unit: str, which: str = "top", k: int | None = Non
                 grid = point.layout.spatial_map(acts).float()  # (B, 1, h, w)
                 maps = F.interpolate(grid, size=(size, size), mode="bilinear",
                                      align_corners=False)[:, 0].cpu().numpy()
-            for j, (r, im) in enumerate(zip(chunk, images)):
-                out.append(Exemplar(int(r.rank), int(r.index), str(r.image_id), float(r.value),
-                                    float(values[j]), geometry(im.convert("RGB")),
+            for j, ((rank, index, image_id, value), im) in enumerate(zip(chunk, images)):
+                out.append(Exemplar(rank, index, image_id, value, float(values[j]),
+                                    geometry(im.convert("RGB")),
                                     None if maps is None else maps[j]))
     return out
+
+
+def grid_image(tiles: list[Exemplar], heatmap: bool = True, ncols: int = 5, tile_px: int = 160,
+               gap: int = 4, alpha: float = 0.45, background=(255, 255, 255)) -> Image.Image:
+    """The tiles alone, composed with PIL: no title, caption, axis or value is drawn, so nothing
+    but the images (and their heat overlays on one shared scale) is in the pixels. The result is
+    exactly ncols*tile_px + (ncols+1)*gap wide and rows*tile_px + (rows+1)*gap high."""
+    if not tiles:
+        raise UserError("no exemplars to draw: the run recorded no images for this unit")
+    maps = [t.heatmap for t in tiles if t.heatmap is not None] if heatmap else []
+    lo = min(float(m.min()) for m in maps) if maps else 0.0
+    hi = max(float(m.max()) for m in maps) if maps else 1.0
+    ncols = min(ncols, len(tiles))
+    nrows = (len(tiles) + ncols - 1) // ncols
+    canvas = Image.new("RGB", (ncols * tile_px + (ncols + 1) * gap,
+                               nrows * tile_px + (nrows + 1) * gap), background)
+    for i, t in enumerate(tiles):
+        tile = tile_pixels(t, tile_px, heatmap, lo, hi, alpha)
+        r, c = divmod(i, ncols)
+        canvas.paste(tile, (gap + c * (tile_px + gap), gap + r * (tile_px + gap)))
+    return canvas
+
+
+def tile_pixels(t: Exemplar, tile_px: int, heatmap: bool, lo: float, hi: float,
+                alpha: float) -> Image.Image:
+    image = t.image.convert("RGB").resize((tile_px, tile_px), Image.BICUBIC)
+    if not heatmap or t.heatmap is None:
+        return image
+    from matplotlib import colormaps
+
+    m = Image.fromarray(np.asarray(t.heatmap, np.float32), mode="F").resize(
+        (tile_px, tile_px), Image.BILINEAR)
+    norm = (np.asarray(m) - lo) / (hi - lo) if hi > lo else np.zeros((tile_px, tile_px))
+    heat = colormaps["inferno"](np.clip(norm, 0, 1))[..., :3] * 255.0
+    mixed = (1 - alpha) * np.asarray(image, np.float32) + alpha * heat
+    return Image.fromarray(np.clip(mixed + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
 def draw_grid(tiles: list[Exemplar], title: str, path: str | Path, heatmap: bool = True,
