@@ -286,5 +286,5 @@ def _save_png(image, path: Path) -> None:
 
     clean = Image.frombytes("RGB", image.size, image.convert("RGB").tobytes())
     tmp = path.with_name(path.name + ".tmp")
-    clean.save(tmp, format="PNG")
+    clean.save(tmp, format="PNG", compress_level=1)  # fast; grids are photos, zlib gains little
     tmp.replace(path)

@@ -76,6 +76,15 @@ def _text(v) -> str:
     return "" if v is None else str(v).strip()
 
 
+def _whole(v: str) -> int | None:
+    """'4' or '4.0' (spreadsheets) -> 4; anything else (empty, '2.5', 'high') -> None."""
+    try:
+        x = float(v)
+    except ValueError:
+        return None
+    return int(x) if x.is_integer() else None
+
+
 def _parse_row(where: str, row: dict, default_annotator: str, known: set[str]) -> dict | None:
     rid = _text(row.get("id"))
     if not rid:
@@ -93,19 +102,13 @@ def _parse_row(where: str, row: dict, default_annotator: str, known: set[str]) -
         out[c] = None if not v else v in TRUE_WORDS
     for c in RATINGS:
         v = _text(row.get(c))
-        try:
-            x = int(float(v)) if v else None
-        except ValueError:
-            x = -1
-        if v and (x is None or x != float(v) or not 1 <= x <= 5):
+        x = _whole(v)
+        if v and (x is None or not 1 <= x <= 5):
             raise UserError(f"{where}: {c} must be a whole number from 1 to 5 (got '{v}')")
         out[c] = x
     v = _text(row.get("n_concepts"))
-    try:
-        n = int(float(v)) if v else None
-    except ValueError:
-        n = -1
-    if v and (n is None or n < 1 or n != float(v)):
+    n = _whole(v)
+    if v and (n is None or n < 1):
         raise UserError(f"{where}: n_concepts must be a whole number of at least 1 (got '{v}')")
     if n is not None and n > 1 and out["polysemantic"] is False:
         raise UserError(f"{where}: polysemantic is n but n_concepts is {n}; fix one of them")

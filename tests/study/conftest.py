@@ -27,7 +27,7 @@ def exports(study_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     docs = {}
     for name, seed, heat in (("A", 1, False), ("B", 2, True)):
-        cfg = ExportConfig(per_layer=20, seed=seed, heatmap=heat, controls=0.2)
+        cfg = ExportConfig(per_layer=20, seed=seed, heatmap=heat, controls=0.2, tile_px=96)
         docs[name] = export_study(study_run, root / name / "grids", root / name / "mapping.json",
                                   cfg, show_progress=False)
         docs[name]["dir"] = root / name / "grids"
