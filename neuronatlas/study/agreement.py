@@ -137,3 +137,21 @@ def pairwise(matrix, raters: list[str], weights: str | None = None, categories=N
                      "kappa": cohen_kappa(matrix[i], matrix[j], weights, categories)
                      if len(x) else float("nan")})
     return pd.DataFrame(rows, columns=["rater_a", "rater_b", "n", "percent", "kappa"])
+
+
+def fisher_exact(table) -> float:
+    """Two-sided p of Fisher's exact test on a 2x2 table [[a, b], [c, d]]: the probability, with
+    the margins fixed, of a table no more likely than the observed one (scipy's convention)."""
+    from math import comb
+
+    (a, b), (c, d) = [[int(v) for v in row] for row in table]
+    row1, col1, n = a + b, a + c, a + b + c + d
+    if n == 0:
+        return float("nan")
+
+    def p(x):  # hypergeometric probability of top-left cell x
+        return comb(col1, x) * comb(n - col1, row1 - x) / comb(n, row1)
+
+    observed = p(a)
+    lo, hi = max(0, row1 + col1 - n), min(row1, col1)
+    return float(min(1.0, sum(q for q in map(p, range(lo, hi + 1)) if q <= observed * (1 + 1e-7))))

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .agreement import krippendorff_alpha, pairwise
+from .agreement import fisher_exact, krippendorff_alpha, pairwise
 from .schema import RATINGS
 
 FIELDS = {  # field -> (kappa weights, categories, alpha metrics)
@@ -136,12 +136,10 @@ def control_table(df):
     out = pd.DataFrame(rows).sort_values("group", ascending=False).reset_index(drop=True)
     out["fisher_p_interpretable"] = float("nan")
     if set(out["group"]) == {"real", "control"}:
-        from scipy.stats import fisher_exact
-
         t = [[int(round(r.interpretable * r.interpretable_n)),
               int(r.interpretable_n - round(r.interpretable * r.interpretable_n))]
              for r in out.itertuples()]
-        out["fisher_p_interpretable"] = float(fisher_exact(t).pvalue)
+        out["fisher_p_interpretable"] = fisher_exact(t)
     return out
 
 
@@ -160,13 +158,14 @@ def plot_layers(layers, path: Path) -> Path:
                                 ("% interpretable", "% polysemantic")):
         r = real.set_index("layer").reindex(names)
         err = np.stack([r[field] - r[f"{field}_lo"], r[f"{field}_hi"] - r[field]]) * 100
-        ax.bar(x, r[field] * 100, yerr=err, capsize=3, color="#4477aa", label="units")
+        ax.bar(x, r[field] * 100, width=0.6, yerr=err, capsize=3, color="#4477aa", label="units")
         if len(ctrl):
             ctrl_all = ctrl[f"{field}_n"].sum()
             pooled = (ctrl[field] * ctrl[f"{field}_n"]).sum() / ctrl_all if ctrl_all else np.nan
             ax.axhline(pooled * 100, color="#cc6677", ls="--", label="controls (all layers)")
         ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
         ax.set_ylim(0, 100)
+        ax.set_xlim(-0.8, len(names) - 0.2)
         ax.set_title(title)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -186,7 +185,7 @@ def method_table(df, run, embedder):
     if "truth" in run.units.columns:
         t = run.units[["unit", "truth"]].dropna().rename(columns={"truth": "label"})
         top = pd.concat([top, t.assign(method="truth")], ignore_index=True)
-    top = top[top["unit"].isin(set(df["unit"]))]
+    top = top[top["unit"].isin(set(df.loc[~df["control"].astype(bool), "unit"]))]
     if real.empty or top.empty:
         return pd.DataFrame(columns=["method", "n", "cosine", "cosine_other", "rank_auc"])
     texts = sorted(set(real["description"]) | set(top["label"].astype(str)))
@@ -272,8 +271,8 @@ def study_report(study: str | Path, run=None, embedder="zoo:minilm") -> dict:
 
 
 def _fmt(t) -> str:
-    return t.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else \
-        "```\n" + t.to_string(index=False, float_format=lambda v: f"{v:.3f}") + "\n```"
+    return t.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else \
+        "```\n" + t.to_string(index=False, float_format=lambda v: f"{v:.3g}") + "\n```"
 
 
 def _has_tabulate() -> bool:
@@ -316,7 +315,7 @@ def _write_documents(out: Path, meta: dict, tables: dict, human: float, notes: l
             else:
                 page.append("<p>" + H.escape(body).replace("\n", "<br>") + "</p>")
         else:
-            page.append(body.to_html(index=False, float_format=lambda v: f"{v:.3f}",
+            page.append(body.to_html(index=False, float_format=lambda v: f"{v:.3g}",
                                      na_rep="", border=0))
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
     (out / "report.html").write_text("\n".join(page) + "</body></html>", encoding="utf-8")

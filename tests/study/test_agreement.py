@@ -5,7 +5,7 @@ from itertools import permutations
 import numpy as np
 import pytest
 
-from neuronatlas.study.agreement import (cohen_kappa, krippendorff_alpha, pairwise,
+from neuronatlas.study.agreement import (cohen_kappa, fisher_exact, krippendorff_alpha, pairwise,
                                          percent_agreement)
 
 nan = np.nan
@@ -142,3 +142,18 @@ def brute_kappa(a, b, weights=None, cats=None):
     observed = sum(w(x, y) for x, y in zip(a, b)) / n
     expected = sum(w(x, y) for x in a for y in b) / (n * n)  # independent marginals
     return 1 - observed / expected
+
+
+def test_fisher_exact_by_hand_and_against_scipy():
+    from math import comb
+
+    # [[3, 1], [1, 3]]: margins 4/4 of 8; P(x) = C(4,x) C(4,4-x) / C(8,4) = 1,16,36,16,1 over 70;
+    # tables no more likely than x=3 (16/70): x = 0, 1, 3, 4 -> 34/70
+    assert fisher_exact([[3, 1], [1, 3]]) == pytest.approx(34 / 70)
+    assert comb(8, 4) == 70
+    assert fisher_exact([[2, 2], [2, 2]]) == pytest.approx(1.0)
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        t = rng.integers(0, 15, (2, 2))
+        assert fisher_exact(t) == pytest.approx(stats.fisher_exact(t).pvalue, rel=1e-9)

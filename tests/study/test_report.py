@@ -169,3 +169,28 @@ def test_export_import_report_from_the_command_line(study_run, tmp_path):
     assert f"kappa {0.32 / 0.52:.3f}" in r.stdout
     md = (tmp_path / "study" / "report" / "report.md").read_text()
     assert "label agreement skipped: unknown text embedder 'nope'" in md
+
+
+def test_layer_table_keeps_the_run_order_and_counts_each_layer(tmp_path):
+    from neuronatlas.study.report import layer_table, plot_layers
+
+    rows = []
+    for layer, n_yes, n_poly in (("blocks.10", 3, 2), ("blocks.2", 1, 0), ("blocks.9", 4, 1)):
+        for j in range(4):
+            rows.append({"id": f"{layer}-{j}", "layer": layer, "control": False,
+                         "interpretable": j < n_yes, "polysemantic": j < n_poly,
+                         **{r: 3 for r in ("consistency", "complexity", "specificity")}})
+    rows.append({"id": "c", "layer": "blocks.9", "control": True, "interpretable": False,
+                 "polysemantic": None, "consistency": None, "complexity": None, "specificity": None})
+    df = pd.DataFrame(rows)
+    df["interpretable"] = df["interpretable"].astype("boolean")
+    df["polysemantic"] = df["polysemantic"].astype("boolean")
+    t = layer_table(df, ["blocks.2", "blocks.9", "blocks.10"])
+    assert list(zip(t.layer, t.group)) == [("blocks.2", "real"), ("blocks.9", "real"),
+                                           ("blocks.9", "control"), ("blocks.10", "real")]
+    real = t[t.group == "real"].set_index("layer")
+    assert real.interpretable.to_dict() == {"blocks.2": 0.25, "blocks.9": 1.0, "blocks.10": 0.75}
+    assert real.polysemantic.to_dict() == {"blocks.2": 0.0, "blocks.9": 0.25, "blocks.10": 0.5}
+    ctrl = t[t.group == "control"].iloc[0]
+    assert ctrl.interpretable == 0 and ctrl.polysemantic_n == 0 and np.isnan(ctrl.polysemantic)
+    assert plot_layers(t, tmp_path / "l.png").stat().st_size > 1000
