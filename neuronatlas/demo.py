@@ -58,6 +58,7 @@ def run_demo(out: str | Path = "runs/demo", small: bool = False) -> dict:
     _describe_all(syn, scorer, "world", console)
     results["synthetic"] = syn
     _print_evaluation(console, syn, scorer, "synthetic units (true labels known)")
+    _study(syn, out, console, small)
 
     # 2. a real pretrained classifier over world scenes + photos
     probe = ConcatProbeSet([na.open_probe(world), na.open_probe("photos:")])
@@ -86,6 +87,25 @@ def run_demo(out: str | Path = "runs/demo", small: bool = False) -> dict:
                   f"\n  in Python: run = neuronatlas.open_run('{out / 'efficientnet-lite0'}'); "
                   f"run.units; run.labels(); run.topk(UNIT)")
     return results
+
+
+def _study(run, out: Path, console: Console, small: bool) -> None:
+    """A blind study folder of a few synthetic units (grids under random ids, form, sheet)."""
+    from neuronatlas.errors import UserError
+    from neuronatlas.study import ExportConfig, export_study
+
+    grids, mapping = out / "study" / "grids", out / "study" / "mapping.json"
+    if mapping.exists():
+        console.print(f"  blind study already exported to {grids}")
+        return
+    try:
+        doc = export_study(run, grids, mapping, ExportConfig(per_layer=4 if small else 12, k=10,
+                                                             seed=0), show_progress=False)
+    except UserError as exc:
+        console.print(f"  blind study export skipped: {exc}")
+        return
+    console.print(f"  blind study: {doc['n_items']} grids ({doc['n_controls']} controls) and "
+                  f"form.html in {grids}; the mapping is {mapping}")
 
 
 def _world_clip_ready(zoo: dict) -> bool:

@@ -14,7 +14,8 @@ def run(*args):
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("command", ["record", "layers", "exemplars", "merge", "info", "demo"])
+@pytest.mark.parametrize("command", ["record", "layers", "exemplars", "merge", "info", "demo",
+                                     "study"])
 def test_every_command_explains_its_options(command):
     r = run(command, "--help")
     assert r.returncode == 0, r.stderr
@@ -78,6 +79,8 @@ def test_demo_runs_end_to_end_on_a_reduced_size(tmp_path):
     syn = na.open_run(tmp_path / "demo" / "synthetic")
     assert set(syn.labels()["method"]) >= {"clip-dissect", "netdissect"}
     assert len(syn.evaluation("summary"))
+    assert (tmp_path / "demo" / "study" / "mapping.json").exists()  # the blind study stage
+    assert (tmp_path / "demo" / "study" / "grids" / "form.html").exists()
 
 
 def test_describe_and_evaluate_from_the_command_line(tmp_path):

@@ -146,15 +146,32 @@ def test_tiles_are_exactly_the_mapped_images_and_values_align(exports, study_run
             np.testing.assert_allclose(item.values, acts[item.tiles, u], rtol=1e-6)
 
 
-def test_heatmap_grids_overlay_the_same_images(exports):
+def test_heatmap_grids_are_the_images_plus_a_colormap_only(exports, study_run):
+    """With heat maps, every tile pixel is (1 - a) * image + a * (a colour of the colormap): the
+    residual lies on the inferno curve, so nothing else (no text, no marks) was drawn."""
+    from matplotlib import colormaps
+
+    from neuronatlas.atlas.exemplars import probe_for_run, target_for_run
+
+    alpha = 0.45
+    lut = colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255.0
     doc = exports["B"]
-    item = next(i for i in doc["items"] if not i.control)
-    with Image.open(doc["dir"] / f"{item.id}.png") as im:
-        px = np.asarray(im.convert("RGB")).astype(float)
-    assert doc["config"]["heatmap"] and item.heatmap and doc["config"]["tile_px"] == TILE
-    # an overlay changes the pixels but keeps the image recognisable
-    first = tile(px, 0)
-    assert first.std() > 5
+    assert doc["config"]["heatmap"] and doc["config"]["tile_px"] == TILE
+    geometry = target_for_run(study_run).preprocess.geometry()
+    probe = probe_for_run(study_run)
+    for item in [i for i in doc["items"] if i.heatmap][:3]:
+        with Image.open(doc["dir"] / f"{item.id}.png") as im:
+            px = np.asarray(im.convert("RGB")).astype(float)
+        spread = []
+        for t, index in enumerate(item.tiles):
+            plain = np.asarray(geometry(probe.read_image(index).convert("RGB")).resize(
+                (TILE, TILE), Image.BICUBIC)).astype(float)
+            heat = (tile(px, t) - (1 - alpha) * plain) / alpha
+            flat = heat.reshape(-1, 3)
+            dist = np.sqrt(((flat[:, None, :] - lut[None]) ** 2).sum(-1)).min(1)
+            assert dist.max() < 3.0, (item.id, t, dist.max())
+            spread.append(flat.std(0).sum())
+        assert max(spread) > 10  # the overlay is a real map, not one flat colour
 
 
 def test_controls_are_mixed_in_at_the_stated_fraction(exports, study_run):
