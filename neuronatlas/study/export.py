@@ -154,8 +154,13 @@ def _plan(run: Run, cfg: ExportConfig, seed: int) -> list[Item]:
     n_controls = int(round(cfg.controls / (1 - cfg.controls) * len(real)))
     # Controls follow the layer / extreme mix of the real grids (drawn from them).
     hosts = rng.choice(len(real), n_controls, replace=n_controls > len(real))
-    ok = run.images.index[run.images["status"] == "ok"].to_numpy() \
-        if "status" in run.images.columns else np.arange(len(run.images))
+    images = run.images
+    usable = np.ones(len(images), bool)
+    if "status" in images.columns:
+        usable &= (images["status"] == "ok").to_numpy()
+    if "duplicate_of" in images.columns:  # a de-duplicated copy would show one image twice
+        usable &= (images["duplicate_of"] < 0).to_numpy()
+    ok = images["index"].to_numpy()[usable]
     image_ids = run.images["image_id"].to_numpy()
     controls = []
     for h in hosts:

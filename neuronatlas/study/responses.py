@@ -40,7 +40,11 @@ def _files(inputs) -> list[Path]:
 
 def _read_csv(path: Path) -> list[tuple[str, dict]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+        first = f.readline()
+        f.seek(0)
+        # spreadsheets in some locales save with ';'
+        delimiter = ";" if first.count(";") > first.count(",") else ","
+        reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
         if "id" not in header:
             raise UserError(f"{path} has no 'id' column: send back the sheet.csv of the study "

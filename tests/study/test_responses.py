@@ -150,3 +150,15 @@ def test_form_renders_every_grid_in_a_browser_from_file_url(exports, tmp_path):
     for i in ids:  # the script named each grid's radio groups after its id
         assert dom.count(f'name="{i}-consistency"') == 5 and dom.count(f'name="{i}-interpretable"') == 2
     assert f"0 of {len(ids)} answered" in dom
+
+
+def test_semicolon_sheets_from_spreadsheets_are_read(exports, tmp_path):
+    doc = exports["A"]
+    ids = [i.id for i in doc["items"]]
+    comma = fill_sheet(doc["dir"] / "sheet.csv", tmp_path / "c.csv", {ids[5]: GOOD}, "hal")
+    with open(comma, newline="") as f:
+        rows = list(csv.reader(f))
+    with open(tmp_path / "hal.csv", "w", newline="") as f:
+        csv.writer(f, delimiter=";").writerows(rows)
+    got = read_responses([tmp_path / "hal.csv"], doc["mapping_path"])
+    assert got.id.tolist() == [ids[5]] and got.description.item() == GOOD["description"]
