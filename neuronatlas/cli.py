@@ -212,12 +212,18 @@ def evaluate(
     clip_scorer: Optional[str] = typer.Option(None, help="Image-text scorer whose text space gives "
                                                           "the clip_cosine ground-truth metric "
                                                           "(e.g. zoo:world-clip)."),
+    detection: bool = typer.Option(False, help="Also score detection (AUROC of a judge telling "
+                                               "top images from others by the label)."),
+    judge: Optional[str] = typer.Option(None, help="Detection judge: a scorer spec or a VLM "
+                                                   "(openai:M@URL, zoo:world-llava); default the "
+                                                   "simulation scorer."),
 ):
-    """Measure how right each method's labels are: ground truth, simulation, agreement."""
+    """Measure how right each method's labels are: ground truth, simulation, agreement, detection."""
     from .evaluate import evaluate as do_evaluate
 
     summary = do_evaluate(run, methods=methods.split(",") if methods else None, scorer=scorer,
-                          simulation="auto" if simulation else False, clip_scorer=clip_scorer)
+                          simulation="auto" if simulation else False, clip_scorer=clip_scorer,
+                          detection=(judge or True) if detection else None)
     from rich.console import Console
     from rich.table import Table
 

@@ -12,7 +12,7 @@
     RUN/cache/chat.sqlite              chat/VLM response cache (keyed by model, prompt, image hashes)
     RUN/truth.parquet                  true labels of units that have them (synthetic units): unit,
                                        truth, kind, concepts; `Run.units` joins it
-    RUN/evaluation/NAME.parquet        evaluation tables (ground_truth, simulation, agreement, summary)
+    RUN/evaluation/NAME.parquet        evaluation tables (ground_truth, simulation, agreement, detection, summary)
     RUN/partials/SHARD/checkpoint.npz  a shard's accumulators + progress, replaced atomically
     RUN/partials/SHARD/digests.bin     (index int64, blake2b-16) per decoded image, append-only
     RUN/partials/SHARD/acts/LAYER.npy  a shard's pooled rows, in shard order
