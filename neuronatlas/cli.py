@@ -186,9 +186,13 @@ def describe(
     from .describe import describe as do_describe
 
     options = {"scorer": scorer, "concepts": concepts, "similarity": similarity, "top": top,
-               "layers": layers.split(",") if layers else None, "probe": data, "vlm": vlm,
-               "llm": llm, "mode": mode, "heatmap": heatmap, "prompts": prompts,
-               "concurrency": concurrency, "k": k}
+               "layers": layers.split(",") if layers else None, "probe": data}
+    vlm_options = {"vlm": vlm, "llm": llm, "mode": mode, "heatmap": heatmap, "prompts": prompts,
+                   "concurrency": concurrency, "k": k}
+    if method != "vlm" and any(v is not None for v in vlm_options.values()):
+        raise UserError("--vlm, --llm, --mode, --heatmap, --prompts, --concurrency and --k only "
+                        "apply to --method vlm")
+    options.update(vlm_options)
     df = do_describe(run, method, **{k: v for k, v in options.items() if v is not None})
     best = df[df["rank"] == 0].head(12)
     for r in best.itertuples():

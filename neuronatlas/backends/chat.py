@@ -288,19 +288,30 @@ class ChatClient:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
             futures = {pool.submit(self.chat, r): i for i, r in enumerate(requests)}
             error = None
-            for f in as_completed(futures):
-                try:
-                    out[futures[f]] = f.result()
-                except BaseException as exc:  # keep the others' answers, then re-raise
-                    error = error or exc
-                    for other in futures:
-                        other.cancel()
-                    continue
-                if on_result:
-                    on_result(futures[f], out[futures[f]])
+            try:
+                for f in as_completed(futures):
+                    try:
+                        out[futures[f]] = f.result()
+                    except Exception as exc:  # keep the others' answers (cached), then re-raise
+                        error = error or exc
+                        cancel_pending(futures)
+                        continue
+                    if on_result:
+                        on_result(futures[f], out[futures[f]])
+            except BaseException:  # Ctrl-C: start nothing new
+                cancel_pending(futures)
+                raise
             if error is not None:
                 raise error
         return out
+
+
+def cancel_pending(futures) -> None:
+    """Cancel the futures not yet started. Future.cancel() leaves them queued, so a worker skips
+    each one and notifies as_completed (shutdown(cancel_futures=True) would drop them unnoticed
+    and an as_completed loop over them would wait forever)."""
+    for f in futures:
+        f.cancel()
 
 
 # -- loading -------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 
-from ..backends.chat import ChatClient, ChatRequest, load_chat_client
+from ..backends.chat import ChatClient, ChatRequest, cancel_pending, load_chat_client
 from ..errors import UserError
 from .prompts import fingerprint, load_prompts, render
 from .summarize import NAME as OFFLINE_SUMMARIZER, summarize_captions
@@ -169,17 +169,20 @@ def describe_vlm(run, vlm=None, llm=None, mode: str = "captions", k: int = 8, he
         with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(todo) or 1))) as pool:
             futures = {pool.submit(one_unit, u): u for u in todo}
             error = None
-            for f in as_completed(futures):
-                try:
-                    rec = f.result()
-                except BaseException as exc:  # let the running units finish and be saved
-                    error = error or exc
-                    for other in futures:
-                        other.cancel()
-                    continue
-                progress.append(rec)
-                done[rec["unit"]] = rec
-                bar.advance(1)
+            try:
+                for f in as_completed(futures):
+                    try:
+                        rec = f.result()
+                    except Exception as exc:  # let the running units finish and be saved
+                        error = error or exc
+                        cancel_pending(futures)
+                        continue
+                    progress.append(rec)
+                    done[rec["unit"]] = rec
+                    bar.advance(1)
+            except BaseException:  # Ctrl-C: start nothing new; finished units are saved already
+                cancel_pending(futures)
+                raise
             if error is not None:
                 raise error
     finally:

@@ -60,6 +60,7 @@ class ScorerJudge:
     def __init__(self, scorer):
         self.scorer, self.name = scorer, f"scorer:{scorer.name}"
         self._emb: dict[int, np.ndarray] = {}
+        self._txt: dict[str, np.ndarray] = {}
 
     def prepare(self, probe, indices) -> None:
         import torch
@@ -74,9 +75,11 @@ class ScorerJudge:
         import torch
 
         self.prepare(probe, indices)
-        with torch.no_grad():
-            txt = self.scorer.encode_texts([str(label)]).float().cpu().numpy()[0]
-        return np.array([float(self._emb[int(i)] @ txt) for i in indices])
+        label = str(label)
+        if label not in self._txt:
+            with torch.no_grad():
+                self._txt[label] = self.scorer.encode_texts([label]).float().cpu().numpy()[0]
+        return np.array([float(self._emb[int(i)] @ self._txt[label]) for i in indices])
 
 
 class VLMJudge:

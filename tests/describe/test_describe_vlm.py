@@ -280,3 +280,32 @@ def test_world_llava_end_to_end(tmp_path):
         assert ("exact", m) in metrics and ("simulation_pearson", m) in metrics
     gt = run.evaluation("ground_truth")
     assert set(gt[gt.method == "vlm"].unit) == set(units)
+
+
+def test_command_line_describe_vlm_and_evaluate_detection(run, server):
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "neuronatlas.cli"]
+    spec = f"openai:test-vlm@{server.url}"
+    r = subprocess.run([*cli, "describe", str(run.path), "--method", "vlm", "--vlm", spec, "--k", "3",
+                        "--concurrency", "2", "--no-heatmap"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "labelled 111 units with vlm" in r.stdout
+    assert f"vlm: {server.requests} requests" in r.stdout and "prompt +" in r.stdout
+    assert server.max_in_flight <= 2
+    top = run.labels("vlm").query("rank == 0").set_index("unit")["label"]
+    assert top["units:9"] == "red"
+    r = subprocess.run([*cli, "evaluate", str(run.path), "--methods", "vlm", "--no-simulation",
+                        "--detection", "--judge", "zoo:world-clip"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "detection_auroc" in r.stdout
+    det = run.evaluation("detection")
+    assert len(det) == 111 and det.auroc.between(0, 1).all()
+    assert set(det.judge) == {"scorer:world-clip"}
+    r = subprocess.run([*cli, "describe", str(run.path), "--method", "netdissect", "--vlm", spec],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "only apply to --method vlm" in r.stderr
+    r = subprocess.run([*cli, "describe", str(run.path), "--method", "vlm", "--vlm", "nope:x"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown chat/VLM client" in r.stderr
