@@ -228,6 +228,63 @@ def tiny_llava_dir(path):
     return path
 
 
+QWEN_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {% for c in m['content'] %}"
+                 "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|> "
+                 "{% else %}{{ c['text'] }} {% endif %}{% endfor %}<|im_end|> {% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
+
+
+def tiny_qwen2_vl_dir(path):
+    """A real Qwen2VLForConditionalGeneration (random weights) + Qwen2VLProcessor saved to `path`;
+    images are resized to 56 x 56 px = 4 x 4 patches of 14, merged 2 x 2 into 4 image tokens."""
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
+                              Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor)
+
+    words = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>",
+             "<|vision_end|>", "<|video_pad|>", "user", "assistant", "describe", "this", "image", "red"]
+    tok = Tokenizer(WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                   eos_token="<|im_end|>",
+                                   extra_special_tokens={"image_token": "<|image_pad|>",
+                                                         "video_token": "<|video_pad|>"})
+    images = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14,
+                                   merge_size=2, temporal_patch_size=2)
+    proc = Qwen2VLProcessor(image_processor=images, tokenizer=fast,
+                            video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
+    cfg = Qwen2VLConfig(
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, mlp_ratio=2),
+        text_config=dict(vocab_size=len(words), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=256, bos_token_id=None, eos_token_id=3,
+                         pad_token_id=0, rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                          "mrope_section": [2, 3, 3]}),
+        image_token_id=5, video_token_id=7, vision_start_token_id=4, vision_end_token_id=6)
+    torch.manual_seed(0)
+    Qwen2VLForConditionalGeneration(cfg).save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
+def test_hf_vlm_client_on_a_tiny_qwen2_vl(tmp_path):
+    from PIL import Image
+
+    from neuronatlas.backends.chat import ChatRequest
+
+    path = tiny_qwen2_vl_dir(tmp_path / "qwen")
+    c = load_chat_client(f"hf-vlm:{path}", cache=None)
+    img = Image.new("RGB", (60, 40), (220, 30, 30))
+    r = c.chat(ChatRequest.user("describe this image", [img], max_tokens=4))
+    # <|im_start|> user <|vision_start|> <|image_pad|> x 4 <|vision_end|> describe this image
+    # <|im_end|> <|im_start|> assistant
+    assert r.prompt_tokens == 10 + 4 and 1 <= r.completion_tokens <= 4
+    assert c.chat(ChatRequest.user("describe this image", [img], max_tokens=4)).text == r.text
+    assert c.usage.snapshot()["prompt_tokens"] == 2 * 14
+
+
 def test_hf_vlm_client_on_a_tiny_llava(run, tmp_path):
     from PIL import Image
 
