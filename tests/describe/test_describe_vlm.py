@@ -366,3 +366,50 @@ def test_command_line_describe_vlm_and_evaluate_detection(run, server):
     r = subprocess.run([*cli, "describe", str(run.path), "--method", "vlm", "--vlm", "nope:x"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown chat/VLM client" in r.stderr
+
+
+def test_ctrl_c_keeps_finished_units_and_stops_quickly(run, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    opts = dict(units=COLOR_UNITS, k=4, n_background=0, concurrency=2, show_progress=False,
+                cache=tmp_path / "c.sqlite")
+    old = signal.signal(signal.SIGINT, interrupt)
+    try:
+        with ChatServer(delay=0.25) as s:
+            timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            t0 = time.time()
+            with pytest.raises(KeyboardInterrupt):
+                describe(run, "vlm", vlm=http(s), **opts)
+            stopped = time.time() - t0
+            timer.join()
+            asked = s.requests
+            time.sleep(0.6)
+            assert s.requests == asked  # nothing new is started after Ctrl-C
+            partial = list((run.path / "labels" / ".partial").glob("vlm-*.jsonl"))
+            kept = LabelProgress(run.path, partial[0].stem).read() if partial else {}
+            assert len(ResponseCache(tmp_path / "c.sqlite")) == s.answered
+            s.delay = 0
+            got = describe(run, "vlm", vlm=http(s), **opts)
+        assert stopped < 1.0 + 2 * 0.25 + 1.0  # the calls in flight finish, the rest are dropped
+        assert set(got.unit) == set(COLOR_UNITS) and len(kept) < len(COLOR_UNITS)
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_label_progress_survives_a_torn_line(tmp_path):
+    p = LabelProgress(tmp_path, "vlm-abc")
+    p.append({"unit": "units:1", "captions": ["a"]})
+    with open(p.path, "a") as f:
+        f.write('{"unit": "units:2", "capt')  # a crash mid-write
+    assert set(p.read()) == {"units:1"}
+    p.append({"unit": "units:3", "captions": []})
+    assert set(p.read()) == {"units:1", "units:3"}
+    p.finish()
+    assert not p.path.exists() and p.read() == {}
