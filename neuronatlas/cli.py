@@ -157,7 +157,7 @@ def exemplars(
 def describe(
     run: Path = typer.Argument(..., help="Run directory (CLIP-Dissect needs one recorded with "
                                           "--save-acts)."),
-    method: str = typer.Option("clip-dissect", help="clip-dissect or netdissect."),
+    method: str = typer.Option("clip-dissect", help="clip-dissect, netdissect or vlm."),
     scorer: Optional[str] = typer.Option(None, help="Image-text scorer for clip-dissect: "
                                                      "zoo:world-clip, open_clip:M/TAG, hf:..., "
                                                      "conse:efficientnet-lite0 (default "
@@ -171,18 +171,38 @@ def describe(
     top: Optional[int] = typer.Option(None, help="Labels kept per unit (ranked)."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: all)."),
     data: Optional[str] = typer.Option(None, help="Probe set, if it moved since recording."),
+    vlm: Optional[str] = typer.Option(None, help="vlm: the VLM (openai:MODEL@URL, hf-vlm:PATH, "
+                                                 "zoo:world-llava)."),
+    llm: Optional[str] = typer.Option(None, help="vlm: LLM that summarises captions (default: the "
+                                                 "offline summariser)."),
+    mode: Optional[str] = typer.Option(None, help="vlm: captions (default) or grid."),
+    heatmap: Optional[bool] = typer.Option(None, "--heatmap/--no-heatmap",
+                                           help="vlm: exemplars with the unit's heatmap."),
+    prompts: Optional[Path] = typer.Option(None, help="vlm: directory of prompt overrides."),
+    concurrency: Optional[int] = typer.Option(None, help="vlm: requests in flight."),
+    k: Optional[int] = typer.Option(None, help="vlm: exemplars shown per unit (default 8)."),
 ):
     """Label every unit of a run with a describe method; labels are stored in the run."""
     from .describe import describe as do_describe
 
     options = {"scorer": scorer, "concepts": concepts, "similarity": similarity, "top": top,
                "layers": layers.split(",") if layers else None, "probe": data}
+    vlm_options = {"vlm": vlm, "llm": llm, "mode": mode, "heatmap": heatmap, "prompts": prompts,
+                   "concurrency": concurrency, "k": k}
+    if method != "vlm" and any(v is not None for v in vlm_options.values()):
+        raise UserError("--vlm, --llm, --mode, --heatmap, --prompts, --concurrency and --k only "
+                        "apply to --method vlm")
+    options.update(vlm_options)
     df = do_describe(run, method, **{k: v for k, v in options.items() if v is not None})
     best = df[df["rank"] == 0].head(12)
     for r in best.itertuples():
         typer.echo(f"{r.unit:40s} {r.label:30s} {r.score:.4g}")
     typer.echo(f"labelled {df['unit'].nunique()} units with {df['method'].iloc[0]}; "
                f"read them with neuronatlas.open_run('{run}').labels()")
+    if method == "vlm":
+        from .describe.vlm import usage_line
+
+        typer.echo(usage_line(run, df["method"].iloc[0]))
 
 
 @app.command()
@@ -196,12 +216,18 @@ def evaluate(
     clip_scorer: Optional[str] = typer.Option(None, help="Image-text scorer whose text space gives "
                                                           "the clip_cosine ground-truth metric "
                                                           "(e.g. zoo:world-clip)."),
+    detection: bool = typer.Option(False, help="Also score detection (AUROC of a judge telling "
+                                               "top images from others by the label)."),
+    judge: Optional[str] = typer.Option(None, help="Detection judge: a scorer spec or a VLM "
+                                                   "(openai:M@URL, zoo:world-llava); default the "
+                                                   "simulation scorer."),
 ):
-    """Measure how right each method's labels are: ground truth, simulation, agreement."""
+    """Measure how right each method's labels are: ground truth, simulation, agreement, detection."""
     from .evaluate import evaluate as do_evaluate
 
     summary = do_evaluate(run, methods=methods.split(",") if methods else None, scorer=scorer,
-                          simulation="auto" if simulation else False, clip_scorer=clip_scorer)
+                          simulation="auto" if simulation else False, clip_scorer=clip_scorer,
+                          detection=(judge or True) if detection else None)
     from rich.console import Console
     from rich.table import Table
 

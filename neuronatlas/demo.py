@@ -55,7 +55,7 @@ def run_demo(out: str | Path = "runs/demo", small: bool = False) -> dict:
     syn = na.record("zoo:synthetic-units", f"world:n={n_world},size=64,seed=0", out / "synthetic",
                     layers="units", save_acts=True, show_progress=not small)
     scorer = "zoo:world-clip" if _world_clip_ready(ZOO) else "conse:efficientnet-lite0"
-    _describe_all(syn, scorer, "world", console)
+    _describe_all(syn, scorer, "world", console, vlm=True)
     results["synthetic"] = syn
     _print_evaluation(console, syn, scorer, "synthetic units (true labels known)")
     _study(syn, out, console, small)
@@ -117,11 +117,15 @@ def _world_clip_ready(zoo: dict) -> bool:
     return weights.exists()
 
 
-def _describe_all(run, scorer: str, concepts: str, console: Console) -> None:
+def _describe_all(run, scorer: str, concepts: str, console: Console, vlm: bool = False) -> None:
     from neuronatlas.describe import METHODS, describe
 
     for method in METHODS:
         options = {"scorer": scorer, "concepts": concepts} if method == "clip-dissect" else {}
+        if method == "vlm":  # world-llava captions 4 exemplars a unit (cached: shared images once)
+            if not vlm:
+                continue
+            options = {"vlm": "zoo:world-llava", "k": 4, "n_background": 16, "show_progress": False}
         describe(run, method, **options)
         console.print(f"  described {run.path.name} with {method}")
 

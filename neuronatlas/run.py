@@ -8,9 +8,11 @@
                                        and with --save-acts the pooled matrix acts.npy (N, U) float32
     RUN/labels/METHOD.parquet          labels from one describe method: unit, method, rank, label, score
     RUN/labels/METHOD.json             that method's config (backend, concept set, parameters)
+    RUN/labels/.partial/NAME.jsonl     finished units of an interrupted labelling run (vlm), appended
+    RUN/cache/chat.sqlite              chat/VLM response cache (keyed by model, prompt, image hashes)
     RUN/truth.parquet                  true labels of units that have them (synthetic units): unit,
                                        truth, kind, concepts; `Run.units` joins it
-    RUN/evaluation/NAME.parquet        evaluation tables (ground_truth, simulation, agreement, summary)
+    RUN/evaluation/NAME.parquet        evaluation tables (ground_truth, simulation, agreement, detection, summary)
     RUN/partials/SHARD/checkpoint.npz  a shard's accumulators + progress, replaced atomically
     RUN/partials/SHARD/digests.bin     (index int64, blake2b-16) per decoded image, append-only
     RUN/partials/SHARD/acts/LAYER.npy  a shard's pooled rows, in shard order
@@ -21,6 +23,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -231,6 +234,56 @@ def write_labels(run: Path, method: str, df, config: dict) -> None:
         d.mkdir(parents=True, exist_ok=True)
     write_table(d, method, df)
     write_json(d / f"{method}.json", config)
+
+
+# -- resumable labelling (describe methods that call models unit by unit, e.g. vlm) --------------
+def chat_cache_path(run: Path) -> Path:
+    """RUN/cache/chat.sqlite: the response cache of the chat/VLM clients used on this run."""
+    return Path(run) / "cache" / "chat.sqlite"
+
+
+class LabelProgress:
+    """RUN/labels/.partial/NAME.jsonl: one JSON record per finished unit, appended (and fsynced) as
+    each unit completes, so an interrupted labelling run keeps every finished unit. NAME carries a
+    hash of the method's config: another config starts its own file. A torn last line (a crash
+    mid-write) is ignored. `finish()` deletes the file once the labels table is written."""
+
+    def __init__(self, run: Path, name: str):
+        self.path = Path(run) / "labels" / ".partial" / f"{name}.jsonl"
+        self._lock = threading.Lock()
+
+    def read(self) -> dict[str, dict]:
+        if not self.path.exists():
+            return {}
+        done: dict[str, dict] = {}
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn write: that unit is redone
+                done[rec["unit"]] = rec
+        return done
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with self._lock, disk_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                if f.tell() and not self._ends_with_newline():
+                    f.write("\n")  # after a torn line, start a fresh one
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def finish(self) -> None:
+        if self.path.exists():
+            self.path.unlink()
 
 
 # -- ground truth and evaluation (written by record for synthetic units, and by evaluate) ----------

@@ -12,7 +12,8 @@
 and writes both with `run.write_labels` (rewriting a method replaces its labels).
 
 clip-dissect with a similarity other than the default soft_wpmi is stored as method
-`clip-dissect-SIMILARITY` (e.g. clip-dissect-wpmi), so several can sit side by side.
+`clip-dissect-SIMILARITY` (e.g. clip-dissect-wpmi), so several can sit side by side; vlm in grid
+mode is stored as `vlm-grid`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..errors import UserError, near_matches
 METHODS: dict[str, str] = {
     "clip-dissect": "neuronatlas.describe.clip_dissect:describe_clip_dissect",
     "netdissect": "neuronatlas.describe.netdissect:describe_netdissect",
+    "vlm": "neuronatlas.describe.vlm:describe_vlm",
 }
 
 
@@ -45,6 +47,8 @@ def describe(run, method: str = "clip-dissect", name: str | None = None, **optio
         sim = config.get("similarity")
         if method == "clip-dissect" and sim and sim != "soft_wpmi":
             name = f"{method}-{sim}"
+        if method == "vlm" and config.get("mode") == "grid":
+            name = "vlm-grid"
     df.insert(1, "method", name)
     df = df[list(LABEL_COLUMNS) + [c for c in df.columns if c not in LABEL_COLUMNS]]
     write_labels(run.path, name, df, {"method": method, **config})

@@ -13,19 +13,23 @@ prints nothing. Parts:
 - simulation (`simulation.py`): Pearson correlation between the unit's recorded activations on
   held-out images and the image-text scorer's similarity of those images to the label; needs the
   run's pooled activations (--save-acts). simulation="auto" runs it when every labelled layer has them;
-- agreement (`agreement.py`): for every pair of methods, same top-1 label and embedding cosine.
+- agreement (`agreement.py`): for every pair of methods, same top-1 label and embedding cosine;
+- detection (`detection.py`, when `detection=` is given): AUROC of a judge (an image-text scorer or
+  a VLM) telling the unit's top images from random held-out (or bottom) images given only the label.
 """
 
 from __future__ import annotations
 
 from .agreement import agreement_table
+from .detection import auroc, detection_table, load_judge, summarize_detection
 from .ground_truth import ground_truth_table, summarize_ground_truth
 from .simulation import heldout_mask, pearson, simulation_table, summarize_simulation
 
 SUMMARY_COLUMNS = ["metric", "method", "other", "kind", "n_units", "value"]
 
 __all__ = ["evaluate", "ground_truth_table", "summarize_ground_truth", "simulation_table",
-           "summarize_simulation", "agreement_table", "heldout_mask", "pearson", "SUMMARY_COLUMNS"]
+           "summarize_simulation", "agreement_table", "heldout_mask", "pearson", "SUMMARY_COLUMNS",
+           "auroc", "detection_table", "load_judge", "summarize_detection"]
 
 
 def _embedder(embedder):
@@ -51,14 +55,18 @@ def _has_acts(run, labels) -> bool:
 
 def evaluate(run, methods=None, truth=None, embedder="zoo:minilm", scorer=None,
              simulation="auto", holdout: float = 0.5, seed: int = 0, top: int = 5, probe=None,
-             max_images: int | None = None, write: bool = True, clip_scorer=None):
+             max_images: int | None = None, write: bool = True, clip_scorer=None,
+             detection=None, detection_negatives: str = "random", detection_n: int | None = None):
     """Evaluate the labels of `methods` (default: every method with labels in the run).
 
     embedder: text-embedder spec or instance for cosines (None: no cosines). scorer: image-text
     scorer spec or instance for simulation (default `backends.DEFAULT_SCORER`). clip_scorer:
     image-text scorer spec or instance whose text encoder gives the clip_cosine ground-truth metric
     (None: not computed; "scorer": the simulation scorer). simulation: True,
-    False or "auto". Returns the summary table (columns SUMMARY_COLUMNS)."""
+    False or "auto". detection: None (skip), True (judge = the simulation scorer), or a judge spec
+    / instance (`detection.load_judge`: a scorer spec, or a VLM such as openai:M@URL or
+    zoo:world-llava); detection_negatives: random or bottom; detection_n: images per side.
+    Returns the summary table (columns SUMMARY_COLUMNS)."""
     import pandas as pd
 
     from .. import run as rundir
@@ -108,6 +116,22 @@ def evaluate(run, methods=None, truth=None, embedder="zoo:minilm", scorer=None,
         parts.append(pd.DataFrame({"metric": "simulation_pearson", "method": s["method"],
                                    "other": None, "kind": "all", "n_units": s["n_units"],
                                    "value": s["pearson"]}))
+
+    if detection is not None and detection is not False:
+        if detection is True:
+            from ..backends.scorer import DEFAULT_SCORER
+
+            scorer = _scorer(scorer if scorer is not None else DEFAULT_SCORER)
+            judge = load_judge(scorer)
+        else:
+            judge = load_judge(detection, cache=rundir.chat_cache_path(run.path))
+        det = detection_table(run, labels, judge, n_pos=detection_n, n_neg=detection_n,
+                              negatives=detection_negatives, holdout=holdout, seed=seed, probe=probe)
+        tables["detection"] = det
+        s = summarize_detection(det)
+        parts.append(pd.DataFrame({"metric": "detection_auroc", "method": s["method"],
+                                   "other": None, "kind": "all", "n_units": s["n_units"],
+                                   "value": s["auroc"]}))
 
     if labels["method"].nunique() > 1:
         ag = agreement_table(labels, emb)

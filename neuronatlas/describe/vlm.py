@@ -1,0 +1,240 @@
+"""VLM auto-interpretation (`--method vlm`): show a unit's top exemplars to a vision-language model
+and turn what it says into a label. The pipeline of vit-human-interp / CLIP_AUDIT (prior-art §1):
+
+- mode "captions" (the reference's mode B): caption each of the unit's top-k exemplars
+  (prompts/caption.txt), then summarise the captions into a label, either with an LLM
+  (`llm=SPEC`, prompts/summarize.txt: FINAL SUMMARY + LABEL) or, when no LLM is configured, with
+  the offline summariser (`summarize.py`: activation-weighted consensus of caption phrases minus
+  their frequency in captions of `n_background` random probe images), which ranks several labels;
+- mode "grid" (mode A): one request with the exemplars composed into one grid image
+  (prompts/grid.txt, which states the true number of images; the reference's said 16 for 20).
+
+Exemplars are plain probe images or carry the unit's heatmap (`heatmap=True`; vlm_images.py).
+Stored as method `vlm` (captions) or `vlm-grid`; extras columns: mode, summarizer (which
+summariser made the label: `offline:weighted-phrases` or `llm:SPEC`, or `vlm:SPEC` for grid),
+description (the LLM's summary / the VLM's grid answer), captions (JSON list, strongest exemplar
+first), heatmap, n_exemplars. The config records the clients, prompt hashes and token usage.
+
+Resume: every answer is cached (RUN/cache/chat.sqlite, keyed by model + prompt + image hashes +
+parameters) and every finished unit is appended to RUN/labels/.partial/ (run.LabelProgress); a
+rerun after an interruption asks only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import numpy as np
+
+from ..backends.chat import ChatClient, ChatRequest, cancel_pending, load_chat_client
+from ..errors import UserError
+from .prompts import fingerprint, load_prompts, render
+from .summarize import NAME as OFFLINE_SUMMARIZER, summarize_captions
+from .vlm_images import compose_grid, unit_tiles
+
+MODES = ("captions", "grid")
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """(label, description) from an answer with optional `FINAL SUMMARY:` and `LABEL:` lines.
+    Without a LABEL line the label is the first sentence (at most 12 words); "no common..." answers
+    become the label "no common theme"; an empty answer "no description"."""
+    text = str(text or "").strip()
+    m = re.search(r"FINAL SUMMARY:\s*(.+?)(?=\n\s*LABEL:|\Z)", text, re.I | re.S)
+    description = " ".join((m.group(1) if m else text).split())
+    lab = re.search(r"^\s*\**LABEL\**:\s*(.+)$", text, re.I | re.M)
+    if lab:
+        label = re.sub(r"^[\s*\"'`]+|[\s*\"'`.]+$", "", lab.group(1))
+    elif re.search(r"\bno (common|commonalit)", text, re.I):
+        label = "no common theme"
+    else:
+        first = re.split(r"(?<=[.!?])\s|\n", description, maxsplit=1)[0].rstrip(".")
+        label = " ".join(first.split()[:12])
+    return (label or "no description"), description
+
+
+def _client(spec, concurrency: int, cache, role: str) -> ChatClient | None:
+    if spec is None:
+        return None
+    client = load_chat_client(spec, concurrency=concurrency, cache=cache) \
+        if not isinstance(spec, ChatClient) else spec
+    if isinstance(spec, ChatClient) and client.cache is None and cache is not None:
+        client.set_cache(cache)
+    return client
+
+
+def _units(run, layers, units, max_units) -> list[str]:
+    if units is not None:
+        units = [units] if isinstance(units, str) else list(units)
+        for u in units:
+            run.parse_unit(u)  # clear error for a bad id
+        return units
+    table = run.units
+    if layers is not None:
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        for layer in layers:
+            run.parse_unit(f"{layer}:0")
+        table = table[table["layer"].isin(layers)]
+    out = list(table["unit"])
+    return out[:max_units] if max_units is not None else out
+
+
+def _background_indices(run, n: int, seed: int) -> list[int]:
+    ok = run.images.loc[run.images["status"] == "ok", "index"].to_numpy()
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(ok, size=min(n, len(ok)), replace=False))
+
+
+def describe_vlm(run, vlm=None, llm=None, mode: str = "captions", k: int = 8, heatmap: bool = False,
+                 prompts=None, concurrency: int = 4, layers=None, units=None,
+                 max_units: int | None = None, n_background: int = 32, top: int = 5,
+                 cache=True, max_tokens: int = 512, tile_size: int = 224, alpha: float = 0.45,
+                 probe=None, target=None, seed: int = 0, show_progress: bool = True):
+    """Label units with a VLM (see the module docstring). vlm / llm: chat client specs
+    (openai:MODEL@URL, hf-vlm:PATH, zoo:world-llava) or ChatClient instances. cache: True (the
+    run's cache), a path, or None. Returns (labels table, config)."""
+    from ..atlas.exemplars import probe_for_run, target_for_run
+    from ..recording.progress import Progress
+    from ..run import LabelProgress, chat_cache_path
+
+    if vlm is None:
+        raise UserError("--method vlm needs a vision-language model: --vlm zoo:world-llava (offline, "
+                        "world probe sets), --vlm hf-vlm:PATH or --vlm openai:MODEL@URL")
+    if mode not in MODES:
+        raise UserError(f"unknown --mode '{mode}': use captions (caption each exemplar, then "
+                        f"summarise) or grid (one description of the whole grid)")
+    if k < 1:
+        raise UserError(f"k (exemplars per unit) must be at least 1 (got {k})")
+    templates = load_prompts(prompts)
+    cache = chat_cache_path(run.path) if cache is True else cache
+    vlm_client = _client(vlm, concurrency, cache, "vlm")
+    llm_client = _client(llm, concurrency, cache, "llm") if mode == "captions" else None
+    summarizer = (f"llm:{llm_client.name}" if llm_client is not None else OFFLINE_SUMMARIZER) \
+        if mode == "captions" else f"vlm:{vlm_client.name}"
+    probe = probe_for_run(run, probe)
+    if heatmap:
+        target = target_for_run(run, target)
+    unit_list = _units(run, layers, units, max_units)
+    if not unit_list:
+        raise UserError(f"no units to describe in {run.path} (check --layers)")
+
+    identity = {"mode": mode, "k": k, "heatmap": heatmap, "alpha": alpha, "tile_size": tile_size,
+                "max_tokens": max_tokens, "vlm": vlm_client.model_id,
+                "llm": llm_client.model_id if llm_client else None,
+                "prompts": fingerprint(templates)}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    progress = LabelProgress(run.path, f"vlm-{key}")
+    done = progress.read()
+    todo = [u for u in unit_list if u not in done]
+    highlight = templates["highlight"] if heatmap else ""
+    caption_prompt = render(templates["caption"], highlight=highlight)
+    model_lock = threading.Lock()  # the target's hooks and the probe are used by one thread at a time
+
+    def one_unit(unit: str) -> dict:
+        with model_lock:
+            tiles = unit_tiles(run, unit, k, heatmap, probe, target, alpha)
+        rec = {"unit": unit, "indices": [t.index for t in tiles], "values": [t.value for t in tiles],
+               "heatmap": bool(tiles) and all(t.heatmap for t in tiles)}
+        if not tiles:
+            return {**rec, "captions": [], "answer": ""}
+        if mode == "grid":
+            grid = compose_grid([t.image for t in tiles], tile_size)
+            prompt = render(templates["grid"], n=len(tiles), highlight=highlight)
+            rec["answer"] = vlm_client.chat(ChatRequest.user(prompt, [grid],
+                                                             max_tokens=max_tokens)).text
+            return rec
+        reqs = [ChatRequest.user(caption_prompt, [t.image], max_tokens=max_tokens) for t in tiles]
+        rec["captions"] = [r.text.strip() for r in vlm_client.chat_many(reqs)]
+        if llm_client is not None:
+            listed = "\n".join(f"{i + 1}. [{v:.4g}] {' '.join(c.split())}"
+                               for i, (v, c) in enumerate(zip(rec["values"], rec["captions"])))
+            prompt = render(templates["summarize"], n=len(tiles), captions=listed)
+            rec["answer"] = llm_client.chat(ChatRequest.user(prompt, max_tokens=max_tokens)).text
+        return rec
+
+    background: list[str] = []
+    if mode == "captions" and llm_client is None and n_background > 0:
+        idx = _background_indices(run, n_background, seed)
+        plain = render(templates["caption"], highlight="")  # random images carry no heatmap
+        reqs = [ChatRequest.user(plain, [probe.read_image(i).convert("RGB")], max_tokens=max_tokens)
+                for i in idx]
+        background = [r.text.strip() for r in vlm_client.chat_many(reqs)]
+
+    bar = Progress(f"vlm {mode}", len(unit_list), len(unit_list) - len(todo), show_progress)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(todo) or 1))) as pool:
+            futures = {pool.submit(one_unit, u): u for u in todo}
+            error = None
+            try:
+                for f in as_completed(futures):
+                    try:
+                        rec = f.result()
+                    except Exception as exc:  # let the running units finish and be saved
+                        error = error or exc
+                        cancel_pending(futures)
+                        continue
+                    progress.append(rec)
+                    done[rec["unit"]] = rec
+                    bar.advance(1)
+            except BaseException:  # Ctrl-C: start nothing new; finished units are saved already
+                cancel_pending(futures)
+                raise
+            if error is not None:
+                raise error
+    finally:
+        bar.close()
+
+    df = _table([done[u] for u in unit_list], mode, summarizer, background, top)
+    config = {"mode": mode, "k": k, "heatmap": heatmap, "alpha": alpha, "tile_size": tile_size,
+              "max_tokens": max_tokens, "summarizer": summarizer, "vlm": vlm_client.describe(),
+              "llm": llm_client.describe() if llm_client else None, "prompts_dir":
+              str(prompts) if prompts else None, "prompts": fingerprint(templates),
+              "n_background": len(background), "seed": seed, "n_units": len(unit_list),
+              "usage": {"vlm": vlm_client.usage.snapshot(),
+                        "llm": llm_client.usage.snapshot() if llm_client else None}}
+    progress.finish()
+    return df, config
+
+
+def _table(records: list[dict], mode: str, summarizer: str, background: list[str], top: int):
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        base = {"unit": rec["unit"], "mode": mode, "summarizer": summarizer,
+                "heatmap": rec["heatmap"], "n_exemplars": len(rec["indices"])}
+        caps = json.dumps(rec.get("captions", [])) if mode == "captions" else None
+        if mode == "captions" and summarizer == OFFLINE_SUMMARIZER:
+            ranked = summarize_captions(rec["captions"], rec["values"], background, top)
+            if not ranked:
+                rows.append({**base, "rank": 0, "label": "no common phrase", "score": 0.0,
+                             "description": None, "captions": caps})
+            for r, p in enumerate(ranked):
+                rows.append({**base, "rank": r, "label": p.phrase, "score": p.score,
+                             "description": None, "captions": caps if r == 0 else None})
+            continue
+        label, description = parse_label(rec.get("answer", ""))
+        rows.append({**base, "rank": 0, "label": label, "score": float("nan"),
+                     "description": description, "captions": caps})
+    cols = ["unit", "rank", "label", "score", "mode", "summarizer", "description", "captions",
+            "heatmap", "n_exemplars"]
+    return pd.DataFrame(rows, columns=cols).astype({"rank": "int64", "score": "float64"})
+
+
+def usage_line(run, name: str = "vlm") -> str:
+    """One line of token accounting from a vlm labels config (what the CLI prints)."""
+    from ..run import open_run
+
+    usage = open_run(run).label_config(name)["usage"]
+    parts = []
+    for role in ("vlm", "llm"):
+        u = usage.get(role)
+        if u:
+            parts.append(f"{role}: {u['requests']} requests, {u['cache_hits']} cache hits, "
+                         f"{u['retries']} retries, {u['prompt_tokens']} prompt + "
+                         f"{u['completion_tokens']} completion tokens")
+    return "; ".join(parts)
