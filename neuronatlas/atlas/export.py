@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -105,6 +106,9 @@ def export(run: Run | str | Path, out: str | Path, images="auto", progress: bool
     _write_js(out / "data" / "overview.js", "overview", overview)
 
     units = [r[0] for r in index.con.execute("SELECT unit FROM units ORDER BY uid")]
+    if has_images:
+        (out / "img" / "plain").mkdir(parents=True)
+    made: set = set()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -116,7 +120,7 @@ def export(run: Run | str | Path, out: str | Path, images="auto", progress: bool
             d = unit_detail(run, index, u, EXPORT_URLS, images_available=u in has_images)
             chunk[u] = d
             if u in has_images:
-                _copy_tiles(renderer, u, d, out)
+                _copy_tiles(renderer, u, d, out, made)
         _write_js(out / "data" / f"detail-{c // DETAIL_CHUNK}.js", f"detail-{c // DETAIL_CHUNK}",
                   chunk)
         if bar is not None:
@@ -128,13 +132,23 @@ def export(run: Run | str | Path, out: str | Path, images="auto", progress: bool
     return out / "index.html"
 
 
-def _copy_tiles(renderer: TileRenderer, unit: str, detail: dict, out: Path) -> None:
+def _place(src: Path, dst: Path) -> None:
+    """Hard-link a cached tile into the export (no copy), or copy it across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _copy_tiles(renderer: TileRenderer, unit: str, detail: dict, out: Path, made: set) -> None:
     for t in detail["top"] + detail["bottom"]:
         plain = out / t["plain"]
-        if not plain.exists():
-            plain.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(renderer.plain_path(t["index"]), plain)
+        if plain not in made:
+            _place(renderer.plain_path(t["index"]), plain)
+            made.add(plain)
         if t["heat"]:
             heat = out / t["heat"]
-            heat.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(renderer.heat_path(unit, t["index"]), heat)
+            if heat.parent not in made:
+                heat.parent.mkdir(parents=True, exist_ok=True)
+                made.add(heat.parent)
+            _place(renderer.heat_path(unit, t["index"]), heat)
