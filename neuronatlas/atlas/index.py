@@ -8,8 +8,9 @@ re-evaluating the run changes the key and the next open rebuilds it; nothing sta
 
 Tables: units (one row per unit, `uid` = position in layer order), labels (every ranked label),
 best (one row per unit and method: the rank-0 label with its score, simulation pearson and
-ground-truth metrics), docs (FTS5: one document per unit and method = all that method's labels),
-meta (key, overview JSON).
+ground-truth metrics), pairs (per pair of methods a < b and unit: same top label), docs
+(contentless FTS5: one document per unit and method = all that method's labels, rowid = uid *
+n_methods + method position), meta (key, overview JSON).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import os
 import re
 import sqlite3
 import unicodedata
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 
 from ..run import Run, atlas_dir, open_run
 
-INDEX_VERSION = 1
+INDEX_VERSION = 3
 UNIT_STATS = ("count", "mean", "std", "min", "max", "frac_positive", "q01", "q50", "q99")
 
 
@@ -62,12 +64,6 @@ def _num(v):
     except (TypeError, ValueError):
         return None
     return None if math.isnan(f) or math.isinf(f) else f
-
-
-def _text(v):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return str(v)
 
 
 def index_path(run: Run) -> Path:
@@ -124,28 +120,49 @@ CREATE TABLE units(uid INTEGER PRIMARY KEY, unit TEXT NOT NULL UNIQUE, layer TEX
     truth_concepts TEXT);
 CREATE TABLE labels(uid INTEGER NOT NULL, method TEXT NOT NULL, rank INTEGER, label TEXT,
     score REAL, extras TEXT);
-CREATE TABLE best(uid INTEGER NOT NULL, method TEXT NOT NULL, label TEXT, norm TEXT, score REAL,
-    pearson REAL, exact INTEGER, top5 INTEGER, cosine REAL, PRIMARY KEY(method, uid));
-CREATE VIRTUAL TABLE docs USING fts5(text, method UNINDEXED, uid UNINDEXED,
+CREATE TABLE best(uid INTEGER NOT NULL, method TEXT NOT NULL, layer TEXT, label TEXT, norm TEXT,
+    score REAL, pearson REAL, exact INTEGER, top5 INTEGER, cosine REAL, PRIMARY KEY(method, uid));
+CREATE TABLE methods(pos INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE pairs(a TEXT NOT NULL, b TEXT NOT NULL, uid INTEGER NOT NULL, layer TEXT,
+    same INTEGER, PRIMARY KEY(a, b, uid)) WITHOUT ROWID;
+CREATE VIRTUAL TABLE docs USING fts5(text, content = '', detail = none, prefix = '2 3',
     tokenize = 'unicode61 remove_diacritics 2');
 """
 
 INDEXES = """
 CREATE INDEX units_layer ON units(layer, uid);
-CREATE INDEX units_std ON units(std);
-CREATE INDEX units_mean ON units(mean);
-CREATE INDEX units_max ON units(max);
 CREATE INDEX labels_uid ON labels(uid, method, rank);
 CREATE INDEX best_uid ON best(uid);
-CREATE INDEX best_score ON best(method, score);
-CREATE INDEX best_pearson ON best(method, pearson);
-CREATE INDEX best_cosine ON best(method, cosine);
-"""
+CREATE INDEX best_layer ON best(method, layer, uid);
+CREATE INDEX pairs_same ON pairs(a, b, same, uid);
+CREATE INDEX pairs_layer ON pairs(a, b, layer, same);
+""" + "".join(  # both directions, ties by unit order: ORDER BY col [DESC], uid walks an index
+    f"CREATE INDEX units_{c}{n} ON units({c}{d}, uid);\n"
+    for c in ("std", "mean", "max") for n, d in (("", ""), ("_desc", " DESC"))) + "".join(
+    f"CREATE INDEX best_{c}{n} ON best(method, {c}{d}, uid);\n"
+    for c in ("score", "pearson", "cosine") for n, d in (("", ""), ("_desc", " DESC")))
+
+
+def _nums(series) -> list:
+    """A column as Python floats, NaN / inf as None (SQL NULL)."""
+    import pandas as pd
+
+    v = np.asarray(pd.to_numeric(series, errors="coerce"), dtype=np.float64)
+    return [x if math.isfinite(x) else None for x in v.tolist()]
+
+
+def _texts(series) -> list:
+    return [None if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
+            for x in series.astype(object).tolist()]
+
+
+def _flags(series) -> list:
+    v = series.astype(object).tolist()
+    return [None if x is None or (isinstance(x, float) and math.isnan(x)) else int(bool(x))
+            for x in v]
 
 
 def build_index(run: Run, path: Path, key: str) -> None:
-    import pandas as pd
-
     con = sqlite3.connect(path)
     try:
         con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
@@ -154,31 +171,39 @@ def build_index(run: Run, path: Path, key: str) -> None:
         units["_order"] = units["layer"].map(order)
         units = units.sort_values(["_order", "index"], kind="stable").reset_index(drop=True)
         uid = {u: i for i, u in enumerate(units["unit"])}
-        cols = ["unit", "layer", "index", *UNIT_STATS, "truth", "truth_kind", "truth_concepts"]
-        for c in cols:
+        for c in ("truth", "truth_kind", "truth_concepts", *UNIT_STATS):
             if c not in units.columns:
                 units[c] = None
-        rows = ((i, r[0], r[1], int(r[2]), *[_num(v) for v in r[3:12]], *[_text(v) for v in r[12:]])
-                for i, r in enumerate(units[cols].itertuples(index=False, name=None)))
-        con.executemany(f"INSERT INTO units VALUES ({','.join('?' * 16)})", rows)
+        columns = [list(range(len(units))), _texts(units["unit"]), _texts(units["layer"]),
+                   units["index"].astype("int64").tolist(),
+                   *[_nums(units[c]) for c in UNIT_STATS],
+                   *[_texts(units[c]) for c in ("truth", "truth_kind", "truth_concepts")]]
+        con.executemany(f"INSERT INTO units VALUES ({','.join('?' * 16)})", zip(*columns))
 
         labels = run.labels()
         labels = labels[labels["unit"].isin(uid)]
+        labels = labels.assign(uid=labels["unit"].map(uid).astype("int64")).sort_values(
+            ["uid", "method", "rank"], kind="stable").reset_index(drop=True)
         extra_cols = [c for c in labels.columns if c not in ("unit", "method", "rank", "label",
-                                                             "score")]
-        extras = [json.dumps({c: v for c, v in zip(extra_cols, r) if _text(v) is not None},
-                             default=str) if extra_cols else None
-                  for r in labels[extra_cols].itertuples(index=False, name=None)]
-        lab_uid = labels["unit"].map(uid).to_numpy()
+                                                             "score", "uid")]
+        extras = labels[extra_cols].to_json(orient="records", lines=True).splitlines() \
+            if extra_cols and len(labels) else [None] * len(labels)
+        lab_uid, lab_method = labels["uid"].tolist(), _texts(labels["method"])
+        lab_label = _texts(labels["label"])
         con.executemany("INSERT INTO labels VALUES (?,?,?,?,?,?)", zip(
-            lab_uid.tolist(), labels["method"].astype(str), labels["rank"].astype(int).tolist(),
-            labels["label"].astype(str), [_num(v) for v in labels["score"]], extras))
-        _fill_best(con, run, labels, uid)
-        docs = (labels.assign(uid=lab_uid).sort_values(["uid", "method", "rank"], kind="stable")
-                .groupby(["uid", "method"], sort=False)["label"]
-                .agg(lambda s: " | ".join(map(str, s))).reset_index())
-        con.executemany("INSERT INTO docs(text, method, uid) VALUES (?,?,?)",
-                        zip(docs["label"], docs["method"], docs["uid"].astype(int).tolist()))
+            lab_uid, lab_method, labels["rank"].astype("int64").tolist(), lab_label,
+            _nums(labels["score"]), extras))
+        methods = run.label_methods()
+        con.executemany("INSERT INTO methods VALUES (?,?)", enumerate(methods))
+        _fill_best(con, run, labels, units["layer"].tolist())
+        con.execute("INSERT INTO pairs SELECT a.method, b.method, a.uid, u.layer, a.norm = b.norm "
+                    "FROM best a JOIN best b ON b.uid = a.uid AND a.method < b.method "
+                    "JOIN units u ON u.uid = a.uid")
+        pos, n_methods = {m: i for i, m in enumerate(methods)}, max(1, len(methods))
+        con.executemany("INSERT INTO docs(rowid, text) VALUES (?,?)", (
+            (u * n_methods + pos[m], " | ".join(label for _, _, label in group))
+            for (u, m), group in groupby(zip(lab_uid, lab_method, lab_label),
+                                         key=lambda t: (t[0], t[1]))))
         con.executescript(INDEXES)
         meta = {"content_key": key, "overview": json.dumps(_overview(con, run), default=_json)}
         con.executemany("INSERT INTO meta VALUES (?,?)", meta.items())
@@ -186,16 +211,14 @@ def build_index(run: Run, path: Path, key: str) -> None:
         con.execute("ANALYZE")
     finally:
         con.close()
-    del pd
 
 
-def _fill_best(con, run: Run, labels, uid: dict) -> None:
-    import pandas as pd
-
+def _fill_best(con, run: Run, labels, layer_of: list) -> None:
+    """One row per (unit, method): its rank-0 label with the method's score and the evaluation's
+    per-unit scores. `labels` is sorted by uid, method, rank."""
     if not len(labels):
         return
-    first = (labels.sort_values(["unit", "method", "rank"], kind="stable")
-             .groupby(["unit", "method"], sort=False).head(1)[["unit", "method", "label", "score"]])
+    first = labels.drop_duplicates(["uid", "method"])[["uid", "unit", "method", "label", "score"]]
     names = run.evaluation_names()
     if "simulation" in names:
         sim = run.evaluation("simulation")[["unit", "method", "pearson"]]
@@ -207,14 +230,12 @@ def _fill_best(con, run: Run, labels, uid: dict) -> None:
     for c in ("pearson", "exact", "top5", "cosine"):
         if c not in first.columns:
             first[c] = np.nan
-
-    def flag(v):
-        return None if v is None or pd.isna(v) else int(bool(v))
-
-    con.executemany("INSERT INTO best VALUES (?,?,?,?,?,?,?,?,?)", (
-        (uid[r.unit], str(r.method), str(r.label), normalize(r.label), _num(r.score),
-         _num(r.pearson), flag(r.exact), flag(r.top5), _num(r.cosine))
-        for r in first.itertuples(index=False)))
+    label = _texts(first["label"])
+    uids = first["uid"].astype("int64").tolist()
+    con.executemany("INSERT INTO best VALUES (?,?,?,?,?,?,?,?,?,?)", zip(
+        uids, _texts(first["method"]), [layer_of[u] for u in uids], label,
+        [normalize(x) for x in label], _nums(first["score"]), _nums(first["pearson"]),
+        _flags(first["exact"]), _flags(first["top5"]), _nums(first["cosine"])))
 
 
 def _json(v):

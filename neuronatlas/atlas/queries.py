@@ -124,6 +124,9 @@ class AtlasIndex:
         self.overview = json.loads(self._one("SELECT value FROM meta WHERE key='overview'")[0])
         self.methods = [m["name"] for m in self.overview["methods"]]
         self.layers = [l["name"] for l in self.overview["layers"]]
+        self.method_pos = dict(self.con.execute("SELECT name, pos FROM methods"))
+        self.n_methods = max(1, len(self.method_pos))
+        self._nulls: dict = {}
 
     @property
     def con(self) -> sqlite3.Connection:
@@ -136,6 +139,27 @@ class AtlasIndex:
     def _one(self, sql, args=()):
         return self.con.execute(sql, args).fetchone()
 
+    def _docs(self, methods=()) -> str:
+        """Units whose labels (of one of `methods`, or any) match: an FTS subquery on rowids."""
+        sub = f"SELECT rowid / {self.n_methods} FROM docs WHERE docs MATCH ?"
+        if methods:
+            positions = ",".join(str(self.method_pos[m]) for m in methods)
+            sub += f" AND rowid % {self.n_methods} IN ({positions})"
+        return sub
+
+    def _order(self, col: str, order: str, uid: str, method: str | None = None) -> str:
+        """ORDER BY col, then unit order; missing values last. SQLite sorts NULL lowest, so only
+        an ascending sort over a column that has NULLs needs the (slower) explicit rule."""
+        if order == "desc":
+            return f"{col} DESC, {uid}"
+        table, name = ("best", col.split(".")[1]) if method else ("units", col.split(".")[1])
+        key = (table, name, method)
+        if key not in self._nulls:
+            sql = f"SELECT 1 FROM {table} WHERE {name} IS NULL" + (" AND method = ?" if method
+                                                                   else "") + " LIMIT 1"
+            self._nulls[key] = self._one(sql, (method,) if method else ()) is not None
+        return f"({col} IS NULL), {col}, {uid}" if self._nulls[key] else f"{col}, {uid}"
+
     def _check(self, layer: str = "", methods=()) -> None:
         if layer and layer not in self.layers:
             raise UserError(f"layer {layer!r} is not in this run; layers: {', '.join(self.layers)}")
@@ -147,39 +171,62 @@ class AtlasIndex:
     # -- the unit list ------------------------------------------------------------------------------
     def list_units(self, query: UnitQuery) -> dict:
         self._check(query.layer, [query.method])
-        joins, where, args = [], [], []
+        # with a method, drive the query from `best` (it carries the layer); units only when
+        # sorting by a unit statistic
+        where, args = [], []
         if query.method:
-            joins.append("JOIN best m ON m.uid = u.uid AND m.method = ?")
+            frm, uid = "FROM best m", "m.uid"
+            if query.sort in ("std", "mean", "max"):
+                frm += " JOIN units u ON u.uid = m.uid"
+            where.append("m.method = ?")
             args.append(query.method)
+        else:
+            frm, uid = "FROM units u", "u.uid"
         if query.layer:
-            where.append("u.layer = ?")
+            where.append(f"{'m' if query.method else 'u'}.layer = ?")
             args.append(query.layer)
         match = fts_query(query.q)
         if match:
-            sub = "SELECT uid FROM docs WHERE docs MATCH ?"
             args.append(match)
-            if query.method:
-                sub += " AND method = ?"
-                args.append(query.method)
-            where.append(f"u.uid IN ({sub})")
+            where.append(f"{uid} IN ({self._docs([query.method] if query.method else ())})")
         if query.min is not None:
             where.append(f"m.{query.metric} >= ?")
             args.append(query.min)
         if query.max is not None:
             where.append(f"m.{query.metric} <= ?")
             args.append(query.max)
-        base = f"FROM units u {' '.join(joins)} {('WHERE ' + ' AND '.join(where)) if where else ''}"
+        base = f"{frm} {('WHERE ' + ' AND '.join(where)) if where else ''}"
         total = self._one(f"SELECT count(*) {base}", args)[0]
-        col = {"unit": "u.uid"}.get(query.sort, f"m.{query.sort}" if query.sort in METRICS
-                                    else f"u.{query.sort}")
-        order = f"({col} IS NULL), {col} {query.order.upper()}, u.uid" if col != "u.uid" \
-            else f"u.uid {query.order.upper()}"
+        if query.sort == "unit":
+            order = f"{uid} {query.order.upper()}"
+        elif query.sort in METRICS:
+            order = self._order(f"m.{query.sort}", query.order, uid, query.method)
+        else:
+            order = self._order(f"u.{query.sort}", query.order, uid)
         uids = [r[0] for r in self.con.execute(
-            f"SELECT u.uid {base} ORDER BY {order} LIMIT ? OFFSET ?",
+            f"SELECT {uid} {base} ORDER BY {order} LIMIT ? OFFSET ?",
             [*args, query.per_page, (query.page - 1) * query.per_page])]
+        rows = self.rows(uids)
+        if match:
+            self._mark_matches(rows, tokens(query.q), query.method)
         return {"query": query.to_dict(), "total": total, "page": query.page,
                 "per_page": query.per_page, "pages": max(1, -(-total // query.per_page)),
-                "rows": self.rows(uids)}
+                "rows": rows}
+
+    def _mark_matches(self, rows: list[dict], words: list[str], method: str) -> None:
+        """row["matches"]: the labels (method, rank, label) that contain a searched word, so the
+        list can show why a unit matched when its top labels do not say it."""
+        if not rows:
+            return
+        by_uid = {r["uid"]: r for r in rows}
+        for r in rows:
+            r["matches"] = []
+        sql = (f"SELECT uid, method, rank, label FROM labels WHERE uid IN "
+               f"({','.join('?' * len(by_uid))})" + (" AND method = ?" if method else "")
+               + " ORDER BY uid, method, rank")
+        for uid, m, rank, label in self.con.execute(sql, [*by_uid, *([method] if method else [])]):
+            if any(t.startswith(w) for t in tokens(label) for w in words):
+                by_uid[uid]["matches"].append({"method": m, "rank": rank, "label": label})
 
     def rows(self, uids: list[int]) -> list[dict]:
         """List rows of these units (in this order): stats and every method's top label."""
@@ -204,11 +251,12 @@ class AtlasIndex:
         for a in range(0, n, batch):
             uids = list(range(a, min(n, a + batch)))
             rows = self.rows(uids)
-            text: dict[int, dict] = {}
-            for uid, method, doc in self.con.execute(
-                    "SELECT uid, method, text FROM docs WHERE uid BETWEEN ? AND ?",
-                    (uids[0], uids[-1])):
-                text.setdefault(int(uid), {})[method] = doc
+            parts: dict[int, dict] = {}
+            for uid, method, label in self.con.execute(
+                    "SELECT uid, method, label FROM labels WHERE uid BETWEEN ? AND ? "
+                    "ORDER BY uid, method, rank", (uids[0], uids[-1])):
+                parts.setdefault(uid, {}).setdefault(method, []).append(label)
+            text = {u: {m: " | ".join(v) for m, v in ms.items()} for u, ms in parts.items()}
             for r in rows:
                 r["text"] = text.get(r["uid"], {})
             yield rows
@@ -250,43 +298,44 @@ class AtlasIndex:
         self._check(query.layer, [query.a, query.b])
         if query.a == query.b:
             raise UserError("choose two different methods to compare")
-        args: list = [query.a, query.b]
-        where = []
+        where, args = ["p.a = ?", "p.b = ?"], sorted((query.a, query.b))  # stored with a < b
         if query.layer:
-            where.append("u.layer = ?")
+            where.append("p.layer = ?")
             args.append(query.layer)
         match = fts_query(query.q)
         if match:
-            where.append("u.uid IN (SELECT uid FROM docs WHERE docs MATCH ? AND method IN (?, ?))")
-            args += [match, query.a, query.b]
-        joins = ("FROM units u JOIN best a ON a.uid = u.uid AND a.method = ? "
-                 "JOIN best b ON b.uid = u.uid AND b.method = ?")
+            where.append(f"p.uid IN ({self._docs([query.a, query.b])})")
+            args.append(match)
 
-        def sql(conds):
-            return joins + (" WHERE " + " AND ".join(conds) if conds else "")
+        def cond(extra=()):
+            return " WHERE " + " AND ".join([*where, *extra])
 
-        base = sql(where)
         per_layer = [{"layer": l, "n_units": n, "same": s} for l, n, s in self.con.execute(
-            f"SELECT u.layer, count(*), avg(a.norm = b.norm) {base} GROUP BY u.layer "
-            f"ORDER BY min(u.uid)", args)]
-        n, same = self._one(f"SELECT count(*), avg(a.norm = b.norm) {base}", args)
+            f"SELECT p.layer, count(*), avg(p.same) FROM pairs p {cond()} GROUP BY p.layer "
+            f"ORDER BY min(p.uid)", args)]
+        n, same = self._one(f"SELECT count(*), avg(p.same) FROM pairs p {cond()}", args)
         m = query.metric
+        joins = ("FROM pairs p JOIN best x ON x.method = ? AND x.uid = p.uid "
+                 "JOIN best y ON y.method = ? AND y.uid = p.uid JOIN units u ON u.uid = p.uid")
+        jargs = [query.a, query.b, *args]
         scatter = [{"unit": u, "x": x, "y": y, "same": bool(s)} for u, x, y, s in self.con.execute(
-            f"SELECT u.unit, a.{m}, b.{m}, a.norm = b.norm "
-            f"{sql(where + [f'a.{m} IS NOT NULL', f'b.{m} IS NOT NULL'])} "
-            f"ORDER BY u.uid LIMIT 2000", args)]
-        if query.only != "all":
-            base = sql(where + ["a.norm = b.norm" if query.only == "same" else "a.norm != b.norm"])
-        total = self._one(f"SELECT count(*) {base}", args)[0]
-        col = {"unit": "u.uid", "a": f"a.{m}", "b": f"b.{m}"}[query.sort]
-        order = f"({col} IS NULL), {col} {query.order.upper()}, u.uid"
+            f"SELECT u.unit, x.{m}, y.{m}, p.same {joins} "
+            f"{cond([f'x.{m} IS NOT NULL', f'y.{m} IS NOT NULL'])} ORDER BY p.uid LIMIT 2000",
+            jargs)]
+        only = {"all": [], "same": ["p.same = 1"], "different": ["p.same = 0"]}[query.only]
+        total = self._one(f"SELECT count(*) FROM pairs p {cond(only)}", args)[0]
+        if query.sort == "unit":
+            order = f"p.uid {query.order.upper()}"
+        else:
+            method, alias = (query.a, "x") if query.sort == "a" else (query.b, "y")
+            order = self._order(f"{alias}.{m}", query.order, "p.uid", method)
         rows = [{"unit": u, "layer": layer, "same": bool(s),
                  "a": {"label": la, "score": sa, "pearson": pa, "cosine": ca},
                  "b": {"label": lb, "score": sb, "pearson": pb, "cosine": cb}}
                 for u, layer, s, la, sa, pa, ca, lb, sb, pb, cb in self.con.execute(
-                    f"SELECT u.unit, u.layer, a.norm = b.norm, a.label, a.score, a.pearson, "
-                    f"a.cosine, b.label, b.score, b.pearson, b.cosine {base} ORDER BY {order} "
-                    f"LIMIT ? OFFSET ?", [*args, query.per_page, (query.page - 1) * query.per_page])]
+                    f"SELECT u.unit, u.layer, p.same, x.label, x.score, x.pearson, x.cosine, "
+                    f"y.label, y.score, y.pearson, y.cosine {joins} {cond(only)} ORDER BY {order} "
+                    f"LIMIT ? OFFSET ?", [*jargs, query.per_page, (query.page - 1) * query.per_page])]
         return {"query": asdict(query), "n_units": n, "same": same, "per_layer": per_layer,
                 "scatter": scatter, "total": total, "page": query.page,
                 "per_page": query.per_page, "pages": max(1, -(-total // query.per_page)),

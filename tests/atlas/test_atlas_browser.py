@@ -156,6 +156,8 @@ def test_static_queries_match_the_server(page, exported, atlas_run):
             py = index.list_units(UnitQuery(**params, per_page=per_page, page=pg))
             assert js["total"] == py["total"], params
             assert [r["unit"] for r in js["rows"]] == [r["unit"] for r in py["rows"]], params
+            assert [r.get("matches") for r in js["rows"]] == \
+                [r.get("matches") for r in py["rows"]], params
     for params in ({"only": "different"}, {"q": "red", "sort": "b", "order": "desc"},
                    {"only": "same", "metric": "pearson", "sort": "a"}):
         q = {"a": "clip-dissect", "b": "netdissect", **params}

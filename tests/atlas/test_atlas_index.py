@@ -102,6 +102,16 @@ def test_list_units_equals_brute_force(atlas_run, index, params):
     assert pages == want
 
 
+def test_search_says_which_labels_matched(atlas_run, index):
+    res = index.list_units(UnitQuery(q="stri", method="netdissect", per_page=500))
+    labels = atlas_run.labels("netdissect")
+    for r in res["rows"]:
+        own = labels[labels.unit == r["unit"]].sort_values("rank")
+        want = [{"method": "netdissect", "rank": int(x.rank), "label": x.label}
+                for x in own.itertuples() if "stri" in x.label]  # "striped" words only here
+        assert r["matches"] == want and want
+
+
 def test_rows_carry_every_methods_top_label(atlas_run, index):
     best = best_table(atlas_run).set_index(["unit", "method"])
     rows = index.list_units(UnitQuery(per_page=500))["rows"]

@@ -72,7 +72,8 @@ def test_tiles_render_lazily_and_are_pngs(client, atlas_run):
     heat = client.get(t["heat"])
     plain = client.get(t["plain"])
     assert heat.status_code == plain.status_code == 200
-    assert heat.content[:8] == plain.content[:8] == b"\x89PNG\r\n\x1a\n" and heat.content != plain.content
+    assert heat.content[:8] == plain.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert heat.content != plain.content
     not_mine = next(i for i in range(60) if i not in {x["index"] for x in d["top"] + d["bottom"]})
     assert client.get(f"/tiles/heat/{not_mine}/units:12").status_code == 404
     assert client.get("/tiles/heat/0/units:999").status_code == 404

@@ -112,6 +112,16 @@
     function matches(r, words, methods) {
       return methods.some(m => r.tok[m] && words.every(w => r.tok[m].some(t => t.startsWith(w))));
     }
+    function matchesOf(r, words, method) { // the labels that contain a searched word (queries.py)
+      const out = [];
+      for (const m of Object.keys(r.text || {}).sort()) {
+        if (method && m !== method) continue;
+        r.text[m].split(' | ').forEach((label, rank) => {
+          if (tokens(label).some(t => words.some(w => t.startsWith(w)))) out.push({ method: m, rank, label });
+        });
+      }
+      return out;
+    }
     function sortRows(list, key, order) {
       const dir = order === 'desc' ? -1 : 1;
       return list.sort((a, b) => {
@@ -152,7 +162,9 @@
           && (q.max == null || (val(r) != null && val(r) <= q.max)));
         const key = q.sort === 'unit' ? (r => r.uid) : METRICS.includes(q.sort)
           ? (r => (r.labels[q.method] || {})[q.sort]) : (r => r[q.sort]);
-        return Object.assign({ query: q }, page(sortRows(list, key, q.order), q));
+        const res = Object.assign({ query: q }, page(sortRows(list, key, q.order), q));
+        if (words.length) res.rows = res.rows.map(r => Object.assign({}, r, { matches: matchesOf(r, words, q.method) }));
+        return res;
       },
       async unit(u) {
         await allRows();
@@ -338,7 +350,11 @@
     const methods = ov.methods.map(m => m.name);
     s += `<p class="sub" id="result-count">${res.total} unit${res.total === 1 ? '' : 's'} match${res.total === 1 ? 'es' : ''}${res.total ? ` · showing ${(res.page - 1) * res.per_page + 1}–${Math.min(res.total, res.page * res.per_page)}` : ''}</p>`;
     const head = ['unit', 'layer', 'std', 'max'].concat(ov.has_truth ? ['truth'] : []).concat(methods.map(esc));
-    s += table(head, res.rows.map(r => [`<a class="in unit-link" href="${unitHref(r.unit)}">${esc(r.unit)}</a>`, `<code>${esc(r.layer)}</code>`, fmt(r.std), fmt(r.max)]
+    const also = r => { // matched labels below the top one: why this unit is in the results
+      const m = (r.matches || []).filter(x => x.rank > 0);
+      return m.length ? `<span class="also">matched ${m.slice(0, 3).map(x => `${esc(x.label)} <small>(${esc(x.method)} #${x.rank + 1})</small>`).join(', ')}${m.length > 3 ? ', …' : ''}</span>` : '';
+    };
+    s += table(head, res.rows.map(r => [`<a class="in unit-link" href="${unitHref(r.unit)}">${esc(r.unit)}</a>${also(r)}`, `<code>${esc(r.layer)}</code>`, fmt(r.std), fmt(r.max)]
       .concat(ov.has_truth ? [esc(r.truth || '–')] : []).concat(methods.map(m => labelCell(r.labels[m])))), 'units');
     if (!res.rows.length) s += `<p class="muted">No unit matches. Try fewer words or another layer.</p>`;
     s += pager(res, '/units', q);
