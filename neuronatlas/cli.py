@@ -272,6 +272,16 @@ def _register_study() -> None:
 _register_study()
 
 
+def _register_atlas() -> None:
+    """`neuronatlas atlas RUN --serve | --export DIR`: the web atlas (lives in neuronatlas/atlas)."""
+    from .atlas.cli import atlas
+
+    app.command()(atlas)
+
+
+_register_atlas()
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

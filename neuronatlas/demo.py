@@ -6,6 +6,7 @@
    scenes plus the bundled photos: recorded with exemplar grids and heatmaps, labelled by CLIP-Dissect
    with a ConSE scorer, its logit units checked against their ImageNet class names.
 3. `zoo:world-clip`'s vision MLP neurons, when the trained weights are installed.
+4. The atlas of the synthetic run, exported as a static site, and how to open or serve it.
 As more stages land they are added here.
 """
 
@@ -86,6 +87,7 @@ def run_demo(out: str | Path = "runs/demo", small: bool = False) -> dict:
                   f"\n  exemplar grids with heatmaps: {out / 'grids'} ({len(grids)} files)"
                   f"\n  in Python: run = neuronatlas.open_run('{out / 'efficientnet-lite0'}'); "
                   f"run.units; run.labels(); run.topk(UNIT)")
+    _atlas(console, syn, out, small)
     return results
 
 
@@ -106,6 +108,21 @@ def _study(run, out: Path, console: Console, small: bool) -> None:
         return
     console.print(f"  blind study: {doc['n_items']} grids ({doc['n_controls']} controls) and "
                   f"form.html in {grids}; the mapping is {mapping}")
+
+def _atlas(console: Console, run, out: Path, small: bool) -> None:
+    """Export the synthetic run's atlas (fast: 111 units) and say how to open it or serve any run."""
+    from neuronatlas.errors import UserError
+
+    try:
+        from neuronatlas.atlas.export import export
+
+        # images for the units with the widest spread (all 111 would cost a minute of rendering)
+        page = export(run, out / "atlas", images=12 if small else 40, progress=False)
+    except (ImportError, OSError, UserError) as exc:  # the atlas is optional in the demo
+        console.print(f"[yellow]atlas export skipped: {exc}[/]")
+        return
+    console.print(f"\n[bold]Open the atlas[/]\n  static: file://{page.resolve()}"
+                  f"\n  served: neuronatlas atlas {run.path} --serve   (then http://127.0.0.1:8765/)")
 
 
 def _world_clip_ready(zoo: dict) -> bool:

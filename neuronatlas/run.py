@@ -16,6 +16,8 @@
     RUN/partials/SHARD/checkpoint.npz  a shard's accumulators + progress, replaced atomically
     RUN/partials/SHARD/digests.bin     (index int64, blake2b-16) per decoded image, append-only
     RUN/partials/SHARD/acts/LAYER.npy  a shard's pooled rows, in shard order
+    RUN/atlas/                         caches of the atlas (derived, safe to delete): index.sqlite,
+                                       tiles-KEY/ exemplar images
 """
 
 from __future__ import annotations
@@ -431,6 +433,38 @@ class Run:
         """(bin edges, counts) of the unit's pooled activations."""
         layer, i = self.parse_unit(unit)
         return np.load(self.path / "hist_edges.npy"), np.asarray(self.array(layer, "hist")[i])
+
+
+    # -- what the atlas reads (its caches are keyed by these) ------------------------------------
+    def label_methods(self) -> list[str]:
+        d = self.path / "labels"
+        return sorted(f.stem for f in d.glob("*.parquet")) if d.exists() else []
+
+    def evaluation_names(self) -> list[str]:
+        d = self.path / "evaluation"
+        return sorted(f.stem for f in d.glob("*.parquet")) if d.exists() else []
+
+    def table_files(self) -> list[Path]:
+        """The files units, truth, labels and evaluation are read from (to key derived caches by
+        their content)."""
+        files = [self.path / "run.json", self.path / "units.parquet", self.path / "truth.parquet"]
+        for sub, pattern in (("labels", "*.parquet"), ("labels", "*.json"),
+                             ("evaluation", "*.parquet")):
+            d = self.path / sub
+            files += sorted(d.glob(pattern)) if d.exists() else []
+        return [f for f in files if f.exists()]
+
+    def identity(self) -> str:
+        """A short digest of the recording's identity key (model, probe, layers, k)."""
+        import hashlib
+
+        return hashlib.blake2b(json.dumps(self.meta["key"], sort_keys=True).encode(),
+                               digest_size=8).hexdigest()
+
+
+def atlas_dir(run: Path | str) -> Path:
+    """RUN/atlas: the atlas's derived caches (search index, rendered exemplar tiles)."""
+    return Path(run) / "atlas"
 
 
 def open_run(path: Path | str) -> Run:

@@ -81,6 +81,8 @@ def test_demo_runs_end_to_end_on_a_reduced_size(tmp_path):
     assert len(syn.evaluation("summary"))
     assert (tmp_path / "demo" / "study" / "mapping.json").exists()  # the blind study stage
     assert (tmp_path / "demo" / "study" / "grids" / "form.html").exists()
+    assert "Open the atlas" in r.stderr and "--serve" in r.stderr  # the demo ends with the atlas
+    assert (tmp_path / "demo" / "atlas" / "index.html").exists()
 
 
 def test_describe_and_evaluate_from_the_command_line(tmp_path):
