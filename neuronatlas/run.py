@@ -233,6 +233,24 @@ def write_labels(run: Path, method: str, df, config: dict) -> None:
     write_json(d / f"{method}.json", config)
 
 
+def read_labels(run: Path, method: str):
+    """One method's labels table from RUN/labels/METHOD.parquet (any run directory, recorded or
+    lens-only), or None when that method has not labelled it."""
+    import pandas as pd
+
+    path = Path(run) / "labels" / f"{method}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def lens_app_path(run: Path, name: str) -> Path:
+    """RUN/lens/apps/NAME: outputs of the second-order applications (segmentation.json,
+    adversarial/SOURCE-to-TARGET/, discovery.json)."""
+    path = Path(run) / "lens" / "apps" / name
+    with disk_errors(path.parent, resumable=False):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 # -- ground truth and evaluation (written by record for synthetic units, and by evaluate) ----------
 def write_truth(run: Path, df) -> None:
     """RUN/truth.parquet: one row per unit with a known true label (columns unit, truth, ...)."""

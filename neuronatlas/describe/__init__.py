@@ -24,6 +24,7 @@ from ..errors import UserError, near_matches
 METHODS: dict[str, str] = {
     "clip-dissect": "neuronatlas.describe.clip_dissect:describe_clip_dissect",
     "netdissect": "neuronatlas.describe.netdissect:describe_netdissect",
+    "second-order": "neuronatlas.describe.second_order:describe_second_order",
 }
 
 

@@ -300,7 +300,7 @@ def adversarial_images(scorer, pcs_ND, neuron_terms, classes: list[str], source:
     s, t = classes.index(source), classes.index(target)
     d = cls_emb[t] - cls_emb[s]
     words = guiding_words(pcs_ND, neuron_terms, d, config.n_neurons, 10 * config.n_words,
-                          exclude=classes)
+                          exclude=(source, target))
     if embedder is not None:
         words = drop_similar(words, target, embedder, config.max_similarity)
     words = words[:config.n_words]
@@ -320,7 +320,7 @@ def adversarial_images(scorer, pcs_ND, neuron_terms, classes: list[str], source:
 
     images, rates = run(prompts)
     pool = sorted({w for terms in neuron_terms for w, _ in terms} if vocabulary is None else set(vocabulary))
-    pool = [w for w in pool if w.lower() not in {c.lower() for c in classes}]
+    pool = [w for w in pool if w.lower() not in {source.lower(), target.lower()}]
     rng = random.Random(f"baseline/{config.seed}")
     base_words = [(w, 1.0) for w in rng.sample(pool, min(len(words), len(pool)))]
     base_prompts = TemplatePromptWriter(config.words_per_prompt, config.seed).write(
@@ -328,3 +328,64 @@ def adversarial_images(scorer, pcs_ND, neuron_terms, classes: list[str], source:
     _, base_rates = run(base_prompts)
     return AdversarialResult(source, target, words, prompts, images, rates, base_words, base_prompts,
                              base_rates)
+
+
+def adversarial_from_run(path, source: str, target: str, classes: str = "world-colors",
+                         backend: str | TextToImage = "world", config: AdversarialConfig = AdversarialConfig(),
+                         layers=None, save: bool = True, progress: bool = True) -> AdversarialResult:
+    """The pipeline on RUN's second-order neurons (all layers computed, or `layers`), with their
+    stored second-order labels (computed and stored first if missing). Images and a summary.json go
+    to RUN/lens/apps/adversarial/SOURCE-to-TARGET/ when `save`."""
+    import json
+
+    from ..describe.second_order import second_order_results, stored_or_new_labels
+    from ..run import lens_app_path, write_json
+    from .decompose import model_of, neuron_terms
+    from .segmentation import class_set
+
+    results = second_order_results(path, layers)
+    _, scorer = model_of(results[0])
+    labels = stored_or_new_labels(path, [r.layer for r in results], scorer=scorer, progress=progress)
+    units = [u for r in results for u in r.units]
+    pcs = np.concatenate([np.asarray(r.pc) for r in results])
+    names, prompts = class_set(classes)
+    template = _template_of(names, prompts)
+    be = load_text_to_image(backend) if isinstance(backend, str) else backend
+    res = adversarial_images(scorer, pcs, neuron_terms(labels, units), names, source, target, be,
+                             config, template=template, embedder=_optional_embedder())
+    if save:
+        out = lens_app_path(path, f"adversarial/{_slug(source)}-to-{_slug(target)}")
+        out.mkdir(parents=True, exist_ok=True)
+        files = []
+        for p, row in enumerate(res.images):
+            for j, im in enumerate(row):
+                f = out / f"prompt{p:02d}-{j}.png"
+                im.save(f)
+                files.append(f.name)
+        write_json(out / "summary.json", json.loads(json.dumps(
+            {**res.summary(), "images": files, "backend": be.describe(), "classes": classes,
+             "config": config.to_json(), "layers": [r.layer for r in results]}, default=float)))
+    return res
+
+
+def _template_of(names: list[str], prompts: list[str]) -> str:
+    """The prompt template shared by every class ('a {} thing'), recovered from the class set."""
+    first = prompts[0].replace(names[0], "{}", 1)
+    return first if all(first.format(n) == p for n, p in zip(names, prompts)) else "{}"
+
+
+def _slug(s: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", s.lower()).strip("_") or "class"
+
+
+def _optional_embedder():
+    """MiniLM to drop words too close to the target, when installed (else no similarity filter
+    beyond the class names themselves)."""
+    try:
+        from ..backends.text import load_text_embedder
+
+        return load_text_embedder("zoo:minilm")
+    except Exception:  # noqa: BLE001 - optional: the package may be missing
+        return None

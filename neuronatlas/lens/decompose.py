@@ -264,3 +264,59 @@ def _default_cache_root() -> Path:
     import os
 
     return Path(os.environ.get("NEURONATLAS_CACHE") or Path.home() / ".cache" / "neuronatlas") / "lens"
+
+
+# -- neurons of a second-order result -------------------------------------------------------------
+def model_of(result, device=None):
+    """(target, scorer) of the CLIP a second-order result was computed with: the same spec, weights
+    and, for random weights, seed (so the text tower matches the vision tower that made the PCs)."""
+    from ..backends.clip import scorer_from_target
+    from .compute import SecondOrderConfig, load_lens
+
+    cfg = SecondOrderConfig(**result.meta["config"])
+    target, _ = load_lens(result.meta["key"]["model"]["spec"], cfg, device=device)
+    return target, scorer_from_target(target)
+
+
+def decompose_neurons(results, dictionary: TextDictionary, config: DecomposeConfig = DecomposeConfig(),
+                      progress: bool = True):
+    """Decompose the first PC of every neuron of the given second-order results (one per layer).
+
+    Returns a table: unit, rank, label, score (= coefficient, highest first), cosine,
+    relative_residual, n_merged_texts; the first PC's direction is what is decomposed (its length is
+    1, so coefficients read as that direction's share per text)."""
+    import pandas as pd
+
+    rows = []
+    for res in results:
+        pcs = np.asarray(res.pc, dtype=np.float64)
+        if pcs.shape[1] != dictionary.atoms_TD.shape[1]:
+            raise UserError(f"the PCs of {res.layer} have {pcs.shape[1]} dimensions but the text atoms "
+                            f"{dictionary.atoms_TD.shape[1]}: embed the texts with the same CLIP")
+        block = 64  # a progress step; OMP is batched within it
+        for s in _steps(range(0, len(pcs), block), len(pcs) // block + 1, f"decompose {res.layer}",
+                        progress):
+            for j, dec in enumerate(decompose_many(pcs[s:s + block], dictionary, config)):
+                order = np.argsort(-dec.coefs, kind="stable")  # positive terms first
+                for r, k in enumerate(order):
+                    rows.append((f"{res.layer}:{s + j}", r, dec.texts[k], float(dec.coefs[k]),
+                                 dec.cosine, dec.relative_residual))
+    df = pd.DataFrame(rows, columns=["unit", "rank", "label", "score", "cosine", "relative_residual"])
+    return df
+
+
+def _steps(it, total: int, desc: str, show: bool):
+    if not show:
+        return it
+    from rich.progress import track
+
+    return track(it, total=total, description=desc, transient=True)
+
+
+def neuron_terms(labels, units: list[str]) -> list[list[tuple[str, float]]]:
+    """[(text, coef), ...] per unit, from a second-order labels table (missing units: empty)."""
+    by_unit: dict[str, list] = {u: [] for u in units}
+    for u, t, c in zip(labels["unit"], labels["label"], labels["score"]):
+        if u in by_unit:
+            by_unit[u].append((t, float(c)))
+    return [by_unit[u] for u in units]

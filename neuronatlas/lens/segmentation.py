@@ -227,3 +227,171 @@ def write_imagenet_segmentation(path: str | Path, images: list[np.ndarray], mask
             cell = f.create_dataset(f"/#refs#/cell{i}", (1, 1), dtype=ref)
             cell[0, 0] = g.ref
             gt_refs[i, 0] = cell.ref
+
+
+# -- class sets -------------------------------------------------------------------------------------
+def class_set(spec: str) -> tuple[list[str], list[str]]:
+    """(class names, prompts) for zero-shot classification: world-colors ("a red thing"),
+    world-shapes ("a star"; the prompts world-clip was trained on), imagenet ("a photo of a ..."),
+    a comma-separated list, or a text file with one class per line (prompt "a photo of a {}")."""
+    from ..concepts import load_concepts
+
+    if spec in ("world-colors", "world-shapes"):
+        from ..data.world import CONCEPTS
+
+        cat = "color" if spec == "world-colors" else "shape"
+        names = [c.phrase for c in CONCEPTS.by_category(cat)]
+        fmt = "a {} thing" if cat == "color" else "a {}"
+        return names, [fmt.format(n) for n in names]
+    if spec == "imagenet":
+        names = list(load_concepts("imagenet").texts)
+    elif "," in spec:
+        names = [s.strip() for s in spec.split(",") if s.strip()]
+    elif Path(spec).is_file():
+        names = list(load_concepts(spec).texts)
+    else:
+        raise UserError(f"unknown class set '{spec}': use world-colors, world-shapes, imagenet, a "
+                        f"comma-separated list or a text file with one class per line")
+    if len(names) < 2:
+        raise UserError(f"class set '{spec}' needs at least two classes")
+    return names, [f"a photo of a {n}" for n in names]
+
+
+# -- data with foreground masks -----------------------------------------------------------------------
+class MaskedImages:
+    """(image, foreground mask) pairs: a `world:` spec (foreground = every object's pixels) or an
+    ImageNet-segmentation .mat file (`imagenet-seg:PATH` or a path ending in .mat)."""
+
+    def __init__(self, spec: str, limit: int | None = None):
+        self.spec = spec
+        if spec.startswith("imagenet-seg:") or spec.endswith(".mat"):
+            self.mat = ImagenetSegmentation(spec.partition("imagenet-seg:")[2] or spec)
+            self.probe, n = None, len(self.mat)
+        else:
+            from ..data import open_probe
+
+            self.probe = open_probe(spec)
+            if not hasattr(self.probe, "masks"):
+                raise UserError(f"{spec} has no ground-truth masks: use a world: probe set or an "
+                                f"ImageNet-segmentation file (imagenet-seg:PATH/gtsegs_ijcv.mat)")
+            self.mat, n = None, len(self.probe)
+        self.n = min(n, limit) if limit else n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if self.mat is not None:
+            return self.mat.image(i), self.mat.mask(i)
+        masks = self.probe.masks(i)
+        background = next(m for k, m in masks.items() if k.startswith("background:"))
+        return self.probe.read_image(i), ~background
+
+
+# -- the whole pipeline ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SegmentConfig:
+    n_neurons: int = 200
+    classes: str = "world-colors"
+    threshold: float = 0.5
+    batch_size: int = 32
+    seed: int = 0  # of the random-neuron baseline
+    limit: int | None = None  # use only the first images
+
+    def __post_init__(self):
+        if self.n_neurons < 1 or self.batch_size < 1:
+            raise UserError("--neurons and --batch-size must be at least 1")
+        if not 0 < self.threshold < 1:
+            raise UserError(f"--threshold must be in (0, 1) (got {self.threshold})")
+
+    def to_json(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def patch_grid(n_tokens: int) -> tuple[int, int]:
+    """The (h, w) patch grid of a ViT with CLS first and a square grid of patches after it."""
+    import math
+
+    side = math.isqrt(n_tokens - 1)
+    if side * side != n_tokens - 1:
+        raise UserError(f"{n_tokens} tokens are not CLS + a square patch grid: this model's token "
+                        f"layout is not supported for segmentation")
+    return side, side
+
+
+def segment(path, data: str, config: SegmentConfig = SegmentConfig(), layers=None,
+            progress: bool = True) -> dict:
+    """Zero-shot segmentation of `data` from the neurons with second-order effects in `path`, with
+    the random-neuron baseline. Returns {"aligned": metrics, "random": metrics, "config": ...}."""
+    import torch
+
+    from ..describe.second_order import second_order_results
+    from .decompose import model_of
+    from .second_order import SecondOrderLens
+    from .vit import ClipViT
+
+    results = second_order_results(path, layers)
+    target, scorer = model_of(results[0])
+    vit = ClipViT.from_target(target)
+    lenses = [SecondOrderLens(vit, r.block, scale=r.meta["key"]["scale"]) for r in results]
+    names, prompts = class_set(config.classes)
+    class_emb = scorer.encode_texts(prompts).float()  # (C, D) unit length
+    pcs = np.concatenate([np.asarray(r.pc) for r in results])
+    offsets = np.cumsum([0] + [r.n_neurons for r in results])
+    choice = {"aligned": aligned_neurons(pcs, class_emb.numpy(), config.n_neurons),
+              "random": random_neurons(len(pcs), config.n_neurons, len(names), config.seed)}
+    scores = {k: SegmentationScores() for k in choice}
+    items = MaskedImages(data, config.limit)
+    size = scorer.preprocess.size
+    predicted = np.zeros(len(items), np.int64)
+    steps = range(0, len(items), config.batch_size)
+    if progress:
+        from rich.progress import track
+
+        steps = track(steps, description="segment", transient=True)
+    with torch.no_grad():
+        for s in steps:
+            batch = [items[i] for i in range(s, min(s + config.batch_size, len(items)))]
+            # a square input (no crop), so the patch grid covers the whole image and its mask
+            pixels = torch.stack([scorer.preprocess(im.convert("RGB").resize((size, size)))
+                                  for im, _ in batch]).to(scorer.device)
+            pred = (scorer.encode_images(pixels).float().cpu() @ class_emb.T).argmax(1)
+            predicted[s:s + len(batch)] = pred.numpy()
+            direction = class_emb[pred]  # (B, D): each image's predicted class
+            traces = [lens.trace(pixels) for lens in lenses]
+            for kind, sel in choice.items():
+                heat = _heat(lenses, traces, sel[pred.numpy()], offsets, direction)
+                grid = patch_grid(heat.shape[1])
+                for b, (_, truth) in enumerate(batch):
+                    score, mask = heatmap_to_mask(heat[b, 1:].reshape(grid), truth.shape,
+                                                  config.threshold)
+                    scores[kind].add(mask, truth, score)
+    return {"aligned": scores["aligned"].summary(), "random": scores["random"].summary(),
+            "n_images": len(items), "classes": config.classes,
+            "predicted_counts": {names[c]: int((predicted == c).sum()) for c in np.unique(predicted)},
+            "layers": [r.layer for r in results], "data": data, "config": config.to_json()}
+
+
+def _heat(lenses, traces, selected_BM: np.ndarray, offsets: np.ndarray, direction):
+    """(B, T) summed per-token contributions of each image's selected neurons (global ids over the
+    concatenated layers, `selected_BM`), projected on each image's direction."""
+    import torch
+
+    heat = None
+    for li, (lens, tr) in enumerate(zip(lenses, traces)):
+        lo, hi = offsets[li], offsets[li + 1]
+        local = [sel[(sel >= lo) & (sel < hi)] - lo for sel in selected_BM]
+        union = np.unique(np.concatenate(local)) if any(len(x) for x in local) else np.zeros(0, int)
+        if len(union) == 0:
+            continue
+        maps = lens.token_maps(tr, direction, neurons=torch.as_tensor(union))  # (B, n, T)
+        member = torch.zeros(maps.shape[:2], dtype=maps.dtype)
+        for b, x in enumerate(local):
+            member[b, np.searchsorted(union, x)] = 1
+        part = (maps.cpu() * member[..., None]).sum(1)
+        heat = part if heat is None else heat + part
+    if heat is None:
+        raise UserError("no neuron was selected for segmentation")
+    return heat.double().numpy()
