@@ -77,7 +77,7 @@ def segment(
     out = do_segment(run, data, cfg, _layers(layers))
     write_json(lens_app_path(run, "segmentation.json"), out)
     typer.echo(f"{'neurons':10s} {'pixel acc':>10s} {'mIoU':>8s} {'mAP':>8s}   ({out['n_images']} images)")
-    for kind in ("aligned", "random"):
+    for kind in ("aligned", "random", "background"):
         m = out[kind]
         typer.echo(f"{kind:10s} {m['pixel_accuracy']:10.4f} {m['miou']:8.4f} {m['map']:8.4f}")
     typer.echo(f"written to {lens_app_path(run, 'segmentation.json')}")

@@ -324,7 +324,8 @@ def patch_grid(n_tokens: int) -> tuple[int, int]:
 def segment(path, data: str, config: SegmentConfig = SegmentConfig(), layers=None,
             progress: bool = True) -> dict:
     """Zero-shot segmentation of `data` from the neurons with second-order effects in `path`, with
-    the random-neuron baseline. Returns {"aligned": metrics, "random": metrics, "config": ...}."""
+    the random-neuron baseline. Returns {"aligned": metrics, "random": metrics, "background":
+    metrics of the all-background mask (for scale), "config": ...}."""
     import torch
 
     from ..describe.second_order import second_order_results
@@ -342,7 +343,7 @@ def segment(path, data: str, config: SegmentConfig = SegmentConfig(), layers=Non
     offsets = np.cumsum([0] + [r.n_neurons for r in results])
     choice = {"aligned": aligned_neurons(pcs, class_emb.numpy(), config.n_neurons),
               "random": random_neurons(len(pcs), config.n_neurons, len(names), config.seed)}
-    scores = {k: SegmentationScores() for k in choice}
+    scores = {k: SegmentationScores() for k in (*choice, "background")}
     items = MaskedImages(data, config.limit)
     size = scorer.preprocess.size
     predicted = np.zeros(len(items), np.int64)
@@ -368,7 +369,9 @@ def segment(path, data: str, config: SegmentConfig = SegmentConfig(), layers=Non
                     score, mask = heatmap_to_mask(heat[b, 1:].reshape(grid), truth.shape,
                                                   config.threshold)
                     scores[kind].add(mask, truth, score)
-    return {"aligned": scores["aligned"].summary(), "random": scores["random"].summary(),
+            for _, truth in batch:  # the trivial answer "all background", for scale
+                scores["background"].add(np.zeros_like(truth), truth, np.zeros(truth.shape))
+    return {**{k: v.summary() for k, v in scores.items()},
             "n_images": len(items), "classes": config.classes,
             "predicted_counts": {names[c]: int((predicted == c).sum()) for c in np.unique(predicted)},
             "layers": [r.layer for r in results], "data": data, "config": config.to_json()}

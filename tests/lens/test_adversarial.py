@@ -85,3 +85,43 @@ def test_backend_specs_and_config_errors():
             load_text_to_image("diffusers:some/model")
     with pytest.raises(UserError):
         AdversarialConfig(n_neurons=0)
+
+
+# -- end to end on world-clip with the world renderer ------------------------------------------------
+from lens_apps_fixtures import world_clip_lens_run  # noqa: E402,F401
+
+
+def test_adversarial_from_run_saves_images_and_rechecks(world_clip_lens_run):
+    import json
+
+    import torch
+    from PIL import Image
+
+    from neuronatlas.lens.adversarial import AdversarialConfig, adversarial_from_run
+    from neuronatlas.lens.decompose import model_of
+    from neuronatlas.lens.segmentation import class_set
+
+    out, results = world_clip_lens_run
+    cfg = AdversarialConfig(n_neurons=30, n_words=8, n_prompts=3, images_per_prompt=2)
+    res = adversarial_from_run(out, "star", "circle", "world-shapes", "world:32", cfg, progress=False)
+    assert res.words and all(w.lower() not in ("star", "circle") for w, _ in res.words)
+    assert [s for _, s in res.words] == sorted((s for _, s in res.words), reverse=True)
+    assert all(p.startswith("a photo of a star, ") for p in res.prompts + res.baseline_prompts)
+    folder = out / "lens" / "apps" / "adversarial" / "star-to-circle"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert len(summary["images"]) == 6 and summary["rates"]["n_images"] == 6
+    # recheck the success rates from the saved images with the same CLIP
+    _, scorer = model_of(results[0])
+    names, prompts = class_set("world-shapes")
+    cls = scorer.encode_texts(prompts).numpy()
+    with torch.no_grad():
+        pix = torch.stack([scorer.preprocess(Image.open(folder / f).convert("RGB"))
+                           for f in summary["images"]])
+        emb = scorer.encode_images(pix).numpy()
+    d = cls[names.index("circle")] - cls[names.index("star")]
+    assert np.mean(emb @ d > 0) == pytest.approx(summary["rates"]["direction"])
+    assert np.mean((emb @ cls.T).argmax(1) == names.index("circle")) == \
+        pytest.approx(summary["rates"]["classified"])
+    with pytest.raises(UserError, match="not among the classes"):
+        adversarial_from_run(out, "star", "zebra", "world-shapes", "world:32", cfg, save=False,
+                             progress=False)

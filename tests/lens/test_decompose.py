@@ -168,3 +168,47 @@ def test_config_errors():
             DecomposeConfig(**bad)
     with pytest.raises(UserError, match="dimensions"):
         omp(random_atoms(t=5, d=4), np.ones((1, 3)), 2)
+
+
+# -- end to end on world-clip's second-order PCs --------------------------------------------------
+from lens_apps_fixtures import world_clip_lens_run  # noqa: E402,F401
+
+
+def test_world_clip_dictionary_merges_unknown_words(world_clip_lens_run):
+    from neuronatlas.lens.decompose import model_of, text_dictionary
+
+    out, results = world_clip_lens_run
+    _, scorer = model_of(results[0])
+    # world-clip's tokenizer maps words outside the world to <unk>: identical atoms, kept once
+    d = text_dictionary(scorer, ["red", "blue", "zebra", "giraffe", "star"], cache_dir=out)
+    assert d.texts == ("red", "blue", "zebra", "star") and d.n_merged == 1
+    assert np.allclose(np.linalg.norm(d.atoms_TD, axis=1), 1, atol=1e-5)
+
+
+def test_describe_second_order_labels(world_clip_lens_run):
+    import neuronatlas as na
+    from neuronatlas.describe import describe
+    from neuronatlas.lens.decompose import model_of, text_dictionary
+
+    out, results = world_clip_lens_run
+    describe(out, "second-order", top=8)
+    run = na.open_run(out)
+    labels = run.labels("second-order")
+    units = [u for r in results for u in r.units]
+    assert set(labels["unit"]) == set(units) and set(units) <= set(run.units["unit"])
+    assert {"cosine", "relative_residual"} <= set(labels.columns)
+    assert run.label_config("second-order")["concepts"]["name"] == "world"
+    for unit, g in labels.groupby("unit"):
+        assert list(g["rank"]) == list(range(len(g))) and 1 <= len(g) <= 8
+        assert list(g["score"]) == sorted(g["score"], reverse=True)
+    # the stored terms rebuild each PC with the stored cosine (labels = coefficients of unit atoms)
+    _, scorer = model_of(results[0])
+    atoms = dict(zip(*(lambda d: (d.texts, d.atoms_TD))(text_dictionary(scorer, "world", cache_dir=out))))
+    for res in results:
+        for i in (0, 7, 100):
+            g = labels[labels["unit"] == res.units[i]]
+            recon = sum(c * atoms[t].astype(np.float64) for t, c in zip(g["label"], g["score"]))
+            pc = np.asarray(res.pc[i], np.float64)
+            cos = recon @ pc / np.linalg.norm(recon) / np.linalg.norm(pc)
+            assert cos == pytest.approx(g["cosine"].iloc[0], abs=1e-4)
+            assert cos > 0.3

@@ -35,3 +35,29 @@ def test_from_embedding_finds_planted_concepts():
     x = 2 * d.atoms_TD[3] + d.atoms_TD[17]
     dec = from_embedding(x, d, DecomposeConfig(n_terms=2))
     assert dec.texts == ("w3", "w17") and dec.cosine > 0.999999
+
+
+# -- end to end on world-clip ------------------------------------------------------------------------
+from lens_apps_fixtures import world_clip_lens_run  # noqa: E402,F401
+
+
+def test_discover_from_run(world_clip_lens_run):
+    from neuronatlas.describe.second_order import stored_or_new_labels
+    from neuronatlas.lens.decompose import neuron_terms
+    from neuronatlas.lens.discovery import discover_from_run
+
+    out, results = world_clip_lens_run
+    got = discover_from_run(out, [0, 3], top=5, progress=False)
+    assert [g["image"] for g in got] == [0, 3] and got[0]["image_id"] == "world/3/0"
+    # the neuron reading equals the array function on the stored norms and thresholds
+    units = [u for r in results for u in r.units]
+    terms = neuron_terms(stored_or_new_labels(out, progress=False), units)
+    norms = np.concatenate([np.asarray(r.norms[3]) for r in results])
+    thr = np.concatenate([np.asarray(r.threshold) for r in results])
+    want = from_neurons(norms, thr, terms, 5)
+    assert [w for w, _ in got[1]["neuron_concepts"]] == [w for w, _ in want]
+    np.testing.assert_allclose([s for _, s in got[1]["neuron_concepts"]], [s for _, s in want])
+    assert got[1]["n_significant"] == int((norms >= thr).sum())
+    assert 0 < got[0]["embedding_cosine"] <= 1 and len(got[0]["embedding_concepts"]) == 5
+    with pytest.raises(UserError, match="out of range"):
+        discover_from_run(out, [40], progress=False)

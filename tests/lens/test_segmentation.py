@@ -121,3 +121,72 @@ def test_imagenet_segmentation_bad_files(tmp_path):
     junk.write_bytes(b"MATLAB 5.0 MAT-file, not hdf5")
     with pytest.raises(UserError, match="not an ImageNet-segmentation"):
         ImagenetSegmentation(junk)
+
+
+# -- end to end on world-clip ------------------------------------------------------------------------
+from lens_apps_fixtures import WORLD, world_clip_lens_run  # noqa: E402,F401
+
+
+def test_heat_sums_each_images_own_neurons(world_clip_lens_run):
+    """The batched heatmap (one token_maps call per layer over the union of the images' neurons)
+    equals, image by image, the sum of each selected neuron's own per-token map."""
+    import torch
+
+    from neuronatlas.data import open_probe
+    from neuronatlas.lens.decompose import model_of
+    from neuronatlas.lens.second_order import SecondOrderLens
+    from neuronatlas.lens.segmentation import _heat
+    from neuronatlas.lens.vit import ClipViT
+
+    out, results = world_clip_lens_run
+    target, scorer = model_of(results[0])
+    vit = ClipViT.from_target(target)
+    lenses = [SecondOrderLens(vit, r.block, scale=r.meta["key"]["scale"]) for r in results]
+    probe = open_probe(WORLD)
+    pixels = torch.stack([scorer.preprocess(probe.read_image(i)) for i in range(3)])
+    direction = torch.nn.functional.normalize(torch.randn(3, scorer.dim), dim=-1)
+    offsets = np.cumsum([0] + [r.n_neurons for r in results])
+    sel = np.array([[0, 5, 600], [5, 511, 512], [1000, 3, 4]])  # global ids over both layers
+    heat = _heat(lenses, [lz.trace(pixels) for lz in lenses], sel, offsets, direction)
+    for b in range(3):
+        want = 0
+        for g in sel[b]:
+            li = int(np.searchsorted(offsets, g, side="right") - 1)
+            m = lenses[li].token_maps(pixels[b:b + 1], direction[b], neurons=[int(g - offsets[li])])
+            want = want + m[0, 0].double().numpy()
+        np.testing.assert_allclose(heat[b], want, rtol=1e-5, atol=1e-6)
+
+
+def test_segment_world_reports_metrics_and_baselines(world_clip_lens_run):
+    from neuronatlas.lens.segmentation import SegmentConfig, segment
+
+    out, _ = world_clip_lens_run
+    res = segment(out, "world:n=12,size=32,seed=9,objects=1", SegmentConfig(n_neurons=40),
+                  progress=False)
+    assert res["n_images"] == 12 and sum(res["predicted_counts"].values()) == 12
+    for kind in ("aligned", "random"):
+        m = res[kind]
+        assert 0 <= m["pixel_accuracy"] <= 1 and 0 <= m["miou"] <= 1 and 0 <= m["map"] <= 1
+    assert res["aligned"] != res["random"]
+    bg = res["background"]  # all-background: IoU of the foreground is 0, accuracy = background share
+    assert bg["iou_foreground"] == 0 and 0.5 < bg["pixel_accuracy"] < 1
+
+
+def test_segment_reads_imagenet_segmentation_file(world_clip_lens_run, tmp_path):
+    """The same pipeline on a gtsegs_ijcv.mat-layout file (world renders and masks written to it)."""
+    from neuronatlas.data import open_probe
+    from neuronatlas.lens.segmentation import SegmentConfig, segment
+
+    out, _ = world_clip_lens_run
+    spec = "world:n=6,size=48,seed=9,objects=1"
+    probe = open_probe(spec)
+    images = [np.asarray(probe.read_image(i)) for i in range(6)]
+    masks = [~next(m for k, m in probe.masks(i).items() if k.startswith("background:"))
+             for i in range(6)]
+    path = tmp_path / "gtsegs_ijcv.mat"
+    write_imagenet_segmentation(path, images, masks)
+    cfg = SegmentConfig(n_neurons=40)
+    from_mat = segment(out, f"imagenet-seg:{path}", cfg, progress=False)
+    from_world = segment(out, spec, cfg, progress=False)
+    assert from_mat["aligned"] == pytest.approx(from_world["aligned"])
+    assert from_mat["random"] == pytest.approx(from_world["random"])
