@@ -8,8 +8,8 @@ To make images of class `source` that CLIP classifies as class `target`:
    word counts for the target when the neuron carries it that way; drop the class names themselves and
    words whose text-embedder similarity to the target is >= `max_similarity` (they would just paint the
    target); keep the `n_words` best;
-4. write prompts that name the source class with a few of those words (`TemplatePromptWriter`; the
-   paper used an LLM), render them with a text-to-image backend, and
+4. write prompts: the source class's prompt and a few of those words (`TemplatePromptWriter`; the
+   paper had an LLM write captions), render them with a text-to-image backend, and
 5. count a success when CLIP's image embedding has img . d > 0 (the paper's check) and, stricter, when
    the image's zero-shot class among `classes` is the target.
 `random_words_baseline` does steps 4-5 with as many words drawn at random from the same text set.
@@ -90,9 +90,10 @@ def drop_similar(words: list[tuple[str, float]], target: str, embedder, max_simi
 
 # -- step 4: prompts -------------------------------------------------------------------------------
 class TemplatePromptWriter:
-    """Prompts that name the source class and `k` guiding words sampled by weight (seeded)."""
+    """Prompts: the source class's own prompt ("a red thing", "a photo of a dog") followed by `k`
+    guiding words sampled by weight (seeded)."""
 
-    template = "a photo of a {source}, {words}"
+    template = "{source}, {words}"
 
     def __init__(self, words_per_prompt: int = 3, seed: int = 0):
         self.k, self.seed = words_per_prompt, seed
@@ -308,7 +309,8 @@ def adversarial_images(scorer, pcs_ND, neuron_terms, classes: list[str], source:
         raise UserError(f"no word of the chosen neurons pushes '{source}' towards '{target}': use more "
                         f"neurons (--neurons) or a larger text set")
     writer = TemplatePromptWriter(config.words_per_prompt, config.seed)
-    prompts = writer.write(source, words, config.n_prompts)
+    source_prompt = template.format(source)
+    prompts = writer.write(source_prompt, words, config.n_prompts)
 
     def run(prompt_list):
         images = backend.generate(prompt_list, config.images_per_prompt, config.seed)
@@ -324,7 +326,7 @@ def adversarial_images(scorer, pcs_ND, neuron_terms, classes: list[str], source:
     rng = random.Random(f"baseline/{config.seed}")
     base_words = [(w, 1.0) for w in rng.sample(pool, min(len(words), len(pool)))]
     base_prompts = TemplatePromptWriter(config.words_per_prompt, config.seed).write(
-        source, base_words, config.n_prompts)
+        source_prompt, base_words, config.n_prompts)
     _, base_rates = run(base_prompts)
     return AdversarialResult(source, target, words, prompts, images, rates, base_words, base_prompts,
                              base_rates)

@@ -60,6 +60,9 @@ def segment(
                                                      "imagenet, a,b,c, or a file."),
     neurons: int = typer.Option(200, help="Neurons most aligned with the predicted class (and as "
                                           "many random ones for the baseline)."),
+    alignment: str = typer.Option("signed", help="Rank neurons by pc . class (signed: those that "
+                                                 "push towards the class) or |pc . class| "
+                                                 "(absolute, the reference's)."),
     threshold: float = typer.Option(0.5, help="Mask threshold on the min-max-normalised heatmap."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
     batch_size: int = typer.Option(32),
@@ -72,7 +75,7 @@ def segment(
     from .segmentation import SegmentConfig
     from .segmentation import segment as do_segment
 
-    cfg = SegmentConfig(n_neurons=neurons, classes=classes, threshold=threshold,
+    cfg = SegmentConfig(n_neurons=neurons, classes=classes, alignment=alignment, threshold=threshold,
                         batch_size=batch_size, seed=seed, limit=limit)
     out = do_segment(run, data, cfg, _layers(layers))
     write_json(lens_app_path(run, "segmentation.json"), out)

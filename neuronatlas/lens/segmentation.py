@@ -1,7 +1,9 @@
 """Zero-shot segmentation from CLIP neurons, its metrics, and the ImageNet-segmentation .mat loader.
 
 The method (Gandelsman et al., second-order lens): for the class CLIP predicts for an image, take the
-neurons whose second-order direction (first PC) is most aligned with that class's text embedding,
+neurons whose second-order direction (first PC) is most aligned with that class's text embedding
+(by pc . e, so they push towards the class; the reference ranked by |pc . e|, which on the world
+also picks neurons that push away and does worse than random neurons for shapes),
 sum their per-token second-order contributions projected on the class embedding, and read the patch
 grid as a heatmap: upsampled bilinearly to the image, min-max normalised, thresholded at 0.5.
 The random-neuron baseline takes as many neurons at random.
@@ -121,16 +123,21 @@ def heatmap_to_mask(map_hw: np.ndarray, size: tuple[int, int], threshold: float 
 
 
 # -- neuron choice ---------------------------------------------------------------------------------
-def aligned_neurons(pcs_ND: np.ndarray, class_emb_CD: np.ndarray, n_neurons: int) -> np.ndarray:
-    """(C, n_neurons) indices of the neurons whose PC has the largest |pc . class embedding|, per
-    class (largest first). Rows of pcs may come from several layers: the caller keeps the index ->
+def aligned_neurons(pcs_ND: np.ndarray, class_emb_CD: np.ndarray, n_neurons: int,
+                    signed: bool = True) -> np.ndarray:
+    """(C, n_neurons) indices of the neurons most aligned with each class (largest first): by
+    pc . class embedding (`signed`, default: neurons whose effect pushes towards the class; PCs are
+    oriented so most effects project positively on them), or by |pc . class embedding| as the
+    reference did. Rows of pcs may come from several layers: the caller keeps the index ->
     (layer, neuron) table, so nothing assumes contiguous layers."""
     pcs, emb = np.asarray(pcs_ND, np.float64), np.asarray(class_emb_CD, np.float64)
     if pcs.shape[1] != emb.shape[1]:
         raise UserError(f"neuron directions have {pcs.shape[1]} dimensions but the class embeddings "
                         f"{emb.shape[1]}: use the same CLIP model for both")
     n = min(n_neurons, len(pcs))
-    score = np.abs(emb @ pcs.T)  # (C, N)
+    score = emb @ pcs.T  # (C, N)
+    if not signed:
+        score = np.abs(score)
     return np.argsort(-score, axis=1, kind="stable")[:, :n]
 
 
@@ -293,6 +300,7 @@ class MaskedImages:
 class SegmentConfig:
     n_neurons: int = 200
     classes: str = "world-colors"
+    alignment: str = "signed"  # or "absolute" (the reference's |pc . class|)
     threshold: float = 0.5
     batch_size: int = 32
     seed: int = 0  # of the random-neuron baseline
@@ -301,6 +309,8 @@ class SegmentConfig:
     def __post_init__(self):
         if self.n_neurons < 1 or self.batch_size < 1:
             raise UserError("--neurons and --batch-size must be at least 1")
+        if self.alignment not in ("signed", "absolute"):
+            raise UserError(f"--alignment must be signed or absolute (got {self.alignment!r})")
         if not 0 < self.threshold < 1:
             raise UserError(f"--threshold must be in (0, 1) (got {self.threshold})")
 
@@ -341,7 +351,8 @@ def segment(path, data: str, config: SegmentConfig = SegmentConfig(), layers=Non
     class_emb = scorer.encode_texts(prompts).float()  # (C, D) unit length
     pcs = np.concatenate([np.asarray(r.pc) for r in results])
     offsets = np.cumsum([0] + [r.n_neurons for r in results])
-    choice = {"aligned": aligned_neurons(pcs, class_emb.numpy(), config.n_neurons),
+    choice = {"aligned": aligned_neurons(pcs, class_emb.numpy(), config.n_neurons,
+                                         signed=config.alignment == "signed"),
               "random": random_neurons(len(pcs), config.n_neurons, len(names), config.seed)}
     scores = {k: SegmentationScores() for k in (*choice, "background")}
     items = MaskedImages(data, config.limit)

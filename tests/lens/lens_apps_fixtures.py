@@ -30,6 +30,6 @@ def _compute(tmp_path_factory):
                                     show_progress=False) for layer in LAYERS]
     # a recorded run of the same neurons, so describe/evaluate see the lens units as run units
     na.record("zoo:world-clip", WORLD, out, layers=[r.layer for r in results], k=5,
-              num_workers=0)
+              num_workers=0, save_acts=True)
     return out, results
 

@@ -37,9 +37,9 @@ def test_success_rates_hand_computed():
 
 def test_prompt_writer_is_seeded_and_names_source():
     words = [("striped", 3.0), ("noisy", 2.0), ("small", 1.0), ("dotted", 0.5)]
-    a = TemplatePromptWriter(2, seed=1).write("star", words, 5)
-    assert a == TemplatePromptWriter(2, seed=1).write("star", words, 5)
-    assert all(p.startswith("a photo of a star, ") and len(p.split(", ")) == 3 for p in a)
+    a = TemplatePromptWriter(2, seed=1).write("a star", words, 5)
+    assert a == TemplatePromptWriter(2, seed=1).write("a star", words, 5)
+    assert all(p.startswith("a star, ") and len(p.split(", ")) == 3 for p in a)
     assert len({w for p in a for w in p.split(", ")[1:]}) >= 2
 
 
@@ -106,7 +106,7 @@ def test_adversarial_from_run_saves_images_and_rechecks(world_clip_lens_run):
     res = adversarial_from_run(out, "star", "circle", "world-shapes", "world:32", cfg, progress=False)
     assert res.words and all(w.lower() not in ("star", "circle") for w, _ in res.words)
     assert [s for _, s in res.words] == sorted((s for _, s in res.words), reverse=True)
-    assert all(p.startswith("a photo of a star, ") for p in res.prompts + res.baseline_prompts)
+    assert all(p.startswith("a star, ") for p in res.prompts + res.baseline_prompts)
     folder = out / "lens" / "apps" / "adversarial" / "star-to-circle"
     summary = json.loads((folder / "summary.json").read_text())
     assert len(summary["images"]) == 6 and summary["rates"]["n_images"] == 6

@@ -212,3 +212,33 @@ def test_describe_second_order_labels(world_clip_lens_run):
             cos = recon @ pc / np.linalg.norm(recon) / np.linalg.norm(pc)
             assert cos == pytest.approx(g["cosine"].iloc[0], abs=1e-4)
             assert cos > 0.3
+
+
+def test_second_order_labels_go_through_evaluate(world_clip_lens_run):
+    """The evaluation suite scores second-order labels like any other method (simulation with
+    world-clip on the recorded activations)."""
+    from neuronatlas.describe import describe
+    from neuronatlas.evaluate import evaluate
+
+    out, _ = world_clip_lens_run
+    describe(out, "second-order", top=4)
+    summary = evaluate(out, methods="second-order", scorer="zoo:world-clip", embedder=None)
+    assert list(summary["method"]) == ["second-order"]
+    row = summary.iloc[0]
+    assert row["n_units"] == 1024
+
+
+def test_open_clip_text_dictionary_is_cached(b32_target, tmp_path):
+    """A real (random-weight) open_clip ViT-B-32 text tower: 512-d unit atoms, cached on disk and
+    read back identically."""
+    from neuronatlas.backends.clip import scorer_from_target
+    from neuronatlas.lens.decompose import default_text_set, text_dictionary
+
+    scorer = scorer_from_target(b32_target)
+    assert default_text_set(scorer) == "words20k"
+    words = ["dog", "cat", "car", "tree", "sky"]
+    a = text_dictionary(scorer, words, cache_dir=tmp_path)
+    assert a.atoms_TD.shape == (5, 512) and a.texts == tuple(words)
+    assert len(list((tmp_path / "cache" / "embeddings").glob("texts-*.npy"))) == 1
+    b = text_dictionary(scorer, words, cache_dir=tmp_path)
+    np.testing.assert_array_equal(a.atoms_TD, b.atoms_TD)

@@ -72,7 +72,8 @@ def test_heatmap_to_mask():
 def test_aligned_and_random_neurons():
     pcs = np.array([[1.0, 0], [0, 1.0], [-0.9, 0.1], [0.5, 0.5]])
     cls = np.array([[1.0, 0], [0, 1.0]])
-    np.testing.assert_array_equal(aligned_neurons(pcs, cls, 2), [[0, 2], [1, 3]])
+    np.testing.assert_array_equal(aligned_neurons(pcs, cls, 2), [[0, 3], [1, 3]])  # pc . e
+    np.testing.assert_array_equal(aligned_neurons(pcs, cls, 2, signed=False), [[0, 2], [1, 3]])
     r = random_neurons(100, 10, 3, seed=1)
     assert r.shape == (3, 10) and all(len(set(row)) == 10 for row in r)
     np.testing.assert_array_equal(r, random_neurons(100, 10, 3, seed=1))
