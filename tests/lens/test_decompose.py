@@ -242,3 +242,14 @@ def test_open_clip_text_dictionary_is_cached(b32_target, tmp_path):
     assert len(list((tmp_path / "cache" / "embeddings").glob("texts-*.npy"))) == 1
     b = text_dictionary(scorer, words, cache_dir=tmp_path)
     np.testing.assert_array_equal(a.atoms_TD, b.atoms_TD)
+
+
+def test_lasso_labels_are_positive(world_clip_lens_run):
+    from neuronatlas.describe.second_order import label_neurons
+
+    out, results = world_clip_lens_run
+    df, config = label_neurons(out, [results[1].layer], solver="lasso", alpha=1e-3, n_terms=6,
+                               progress=False)
+    assert config["decomposition"]["method"] == "lasso" and set(df["unit"]) == set(results[1].units)
+    assert (df["score"] > 0).all() and df.groupby("unit").size().max() <= 6
+    assert ((df["cosine"] > 0) & (df["cosine"] <= 1 + 1e-9)).all()
