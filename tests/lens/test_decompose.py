@@ -253,3 +253,10 @@ def test_lasso_labels_are_positive(world_clip_lens_run):
     assert config["decomposition"]["method"] == "lasso" and set(df["unit"]) == set(results[1].units)
     assert (df["score"] > 0).all() and df.groupby("unit").size().max() <= 6
     assert ((df["cosine"] > 0) & (df["cosine"] <= 1 + 1e-9)).all()
+
+
+def test_no_second_order_effects_is_a_clear_error(tmp_path):
+    from neuronatlas.describe.second_order import second_order_results
+
+    with pytest.raises(UserError, match="no second-order effects.*lens second-order"):
+        second_order_results(tmp_path)
