@@ -282,6 +282,17 @@ def _register_atlas() -> None:
 _register_atlas()
 
 
+def _register_lens() -> None:
+    """`neuronatlas lens second-order|ablate`: the CLIP second-order lens."""
+    from .lens.cli import lens_app
+
+    app.add_typer(lens_app, name="lens", help="CLIP second-order lens: neuron effects through later "
+                                              "attention heads, rank-1 PCs, ablations.")
+
+
+_register_lens()
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

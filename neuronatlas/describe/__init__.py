@@ -26,6 +26,7 @@ METHODS: dict[str, str] = {
     "clip-dissect": "neuronatlas.describe.clip_dissect:describe_clip_dissect",
     "netdissect": "neuronatlas.describe.netdissect:describe_netdissect",
     "vlm": "neuronatlas.describe.vlm:describe_vlm",
+    "second-order": "neuronatlas.describe.second_order:describe_second_order",
 }
 
 

@@ -1,0 +1,248 @@
+"""`compute_second_order`: the second-order effects of every neuron of one MLP layer over a probe set,
+stored in RUN/lens/second-order/LAYER/ (format: docs/run-format.md, written through neuronatlas.run).
+
+Pass 1 (the model runs): per batch, the factored effects (coefficients, N x K per image) go straight
+to disk and their sum to a running total; a checkpoint after every `checkpoint_every` batches
+makes an interrupted run resume from the last one. Pass 2 (no model): the mean effect, every image's
+centred effect norm (from the coefficients and per-neuron K x K Gram matrices of the head vectors),
+the running top-k per neuron with its coefficient rows, then the rank-1 approximation from them.
+Memory is flat in the number of images: (N, K) sums, (N, k, K) top rows, one batch of coefficients.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import run as rundir
+from ..errors import UserError
+from .rank1 import first_components
+from .second_order import SCALES, SecondOrderLens
+from .vit import ClipViT
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SecondOrderConfig:
+    """How to compute second-order effects (dumps to JSON in lens.json)."""
+
+    layer: str = "-2"  # block index (negative counts from the end) or the MLP's hook name
+    scale: str = "norm100"  # "norm100": x 100 / |embedding| per image (the reference); "none"
+    top_k: int = 100  # images per neuron kept for the PC and the significance threshold
+    batch_size: int = 32
+    num_workers: int | None = None
+    device: str | None = None  # default: cuda when available
+    weights: str | None = None
+    random_weights: bool = False
+    seed: int = 0  # for random weights
+    checkpoint_every: int = 4  # batches per checkpoint block
+    stats_block: int = 256  # images per block in pass 2
+
+    def __post_init__(self):
+        if self.scale not in SCALES:
+            raise UserError(f"unknown --scale {self.scale!r}: use one of {', '.join(SCALES)}")
+        if self.top_k < 2:
+            raise UserError(f"--top-k must be at least 2 (it was {self.top_k})")
+        if self.batch_size < 1 or self.checkpoint_every < 1:
+            raise UserError("--batch-size and --checkpoint-every must be at least 1")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_lens(model, cfg: SecondOrderConfig, device=None):
+    """(target, lens) for a model spec (or a Target) and the layer of `cfg`."""
+    from ..models import load_target
+    from ..models.target import Target
+
+    if isinstance(model, Target):
+        target = model
+    else:
+        torch.manual_seed(cfg.seed)
+        target = load_target(model, weights=cfg.weights, random_weights=cfg.random_weights)
+    target.to(device or pick_device(cfg.device))
+    vit = ClipViT.from_target(target)
+    return target, SecondOrderLens(vit, cfg.layer, scale=cfg.scale)
+
+
+def compute_second_order(model, data, out: Path | str, cfg: SecondOrderConfig = SecondOrderConfig(),
+                         show_progress: bool = True) -> rundir.SecondOrderResult:
+    """Compute (or resume, or just open when finished) the second-order effects of `cfg.layer`."""
+    from ..data import open_probe
+
+    target, lens = load_lens(model, cfg)
+    probe = open_probe(data)
+    if len(probe) < cfg.top_k:
+        raise UserError(f"the probe set has {len(probe)} images, fewer than --top-k {cfg.top_k}: "
+                        f"use more images or a smaller --top-k")
+    store = rundir.SecondOrderStore(out, lens.unit_layer)
+    meta = store.create_or_verify(_meta(target, probe, lens, cfg))
+    if meta.get("status") == "complete":
+        return rundir.SecondOrderResult(out, lens.unit_layer)
+    n_ok, failed = _pass_coefficients(lens, target, probe, store, cfg, show_progress)
+    if n_ok < cfg.top_k:
+        raise UserError(f"only {n_ok} of {len(probe)} images could be read, fewer than --top-k "
+                        f"{cfg.top_k}; see the failures in {store.dir / 'images.parquet'}")
+    _write_images(store, probe, failed)
+    _pass_statistics(lens, store, len(probe), n_ok, cfg, show_progress)
+    store.update_meta(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      summary={"n_images": len(probe), "n_ok": n_ok, "n_unreadable": len(failed)})
+    return rundir.SecondOrderResult(out, lens.unit_layer)
+
+
+def _meta(target, probe, lens: SecondOrderLens, cfg: SecondOrderConfig) -> dict:
+    import neuronatlas
+
+    model_key = {"spec": target.spec, "weights": target.weights}
+    if target.weights == "random":
+        model_key["seed"] = cfg.seed
+    return {
+        "format": rundir.SECOND_ORDER_FORMAT, "format_version": FORMAT_VERSION, "status": "computing",
+        "key": {"model": model_key,
+                "probe": {"kind": probe.kind, "fingerprint": probe.fingerprint(), "count": len(probe)},
+                "layer": lens.unit_layer, "scale": cfg.scale, "top_k": cfg.top_k},
+        "probe": {"spec": probe.spec},
+        "block": lens.layer, "heads": [list(h) for h in lens.heads], "n_neurons": lens.n_neurons,
+        "out_dim": lens.out_dim, "family": lens.vit.family, "config": cfg.to_json(),
+        "versions": {"neuronatlas": getattr(neuronatlas, "__version__", "dev"),
+                     "torch": torch.__version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+# -- pass 1: coefficients to disk ------------------------------------------------------------------
+def _pass_coefficients(lens, target, probe, store, cfg, show_progress) -> tuple[int, list]:
+    from ..data import iter_batches
+    from ..recording.progress import Progress
+
+    N, K, n = lens.n_neurons, lens.n_heads, len(probe)
+    ck = store.load_checkpoint()
+    if ck is None:
+        state = {"coef_sum": np.zeros((N, K))}
+        prog = {"position": 0, "n_ok": 0, "failed": []}
+    else:
+        state, prog = ck
+    if prog.get("done"):
+        return prog["n_ok"], prog["failed"]
+    writer = store.coefficient_writer(n, N, K)
+    bar = Progress(f"second-order effects of {lens.unit_layer}", n, prog["position"],
+                   enabled=show_progress)
+    coef_sum = torch.as_tensor(state["coef_sum"], dtype=torch.float64)
+
+    def checkpoint():
+        writer.flush()
+        store.save_checkpoint({"coef_sum": coef_sum.numpy()}, prog)
+
+    try:
+        todo = np.arange(prog["position"], n)
+        for j, batch in enumerate(iter_batches(probe, target.preprocess.transform(), todo,
+                                               cfg.batch_size, cfg.num_workers)):
+            rows = np.full((len(batch.indices) + len(batch.failed), N * K), np.nan, np.float32)
+            if len(batch.indices):
+                co = lens.coefficients(batch.pixels.to(lens.vit.device))
+                c = co.coef_BNK.float().cpu()
+                coef_sum += c.double().sum(0)
+                pos = batch.indices - prog["position"]
+                rows[pos] = c.reshape(len(pos), -1).numpy()
+            # batches are contiguous in probe order: failed images keep their NaN row
+            writer.write(prog["position"], rows)
+            prog["failed"] += [[int(i), r] for i, r in batch.failed]
+            prog["n_ok"] += len(batch.indices)
+            prog["position"] += len(rows)
+            bar.advance(len(rows))
+            if (j + 1) % cfg.checkpoint_every == 0:
+                checkpoint()
+        prog["done"] = True
+        checkpoint()
+    finally:
+        bar.close()
+        writer.close()
+    return prog["n_ok"], prog["failed"]
+
+
+def _write_images(store, probe, failed) -> None:
+    import pandas as pd
+
+    reasons = {int(i): r for i, r in failed}
+    store.write_table("images", pd.DataFrame({
+        "index": np.arange(len(probe), dtype=np.int64),
+        "image_id": [it.image_id for it in probe.items], "path": [it.path for it in probe.items],
+        "label": [it.label for it in probe.items],
+        "status": ["unreadable" if i in reasons else "ok" for i in range(len(probe))],
+        "reason": [reasons.get(i) for i in range(len(probe))]}))
+
+
+# -- pass 2: mean, norms, top-k, rank-1 ------------------------------------------------------------
+def _pass_statistics(lens, store, n_images: int, n_ok: int, cfg, show_progress) -> None:
+    import pandas as pd
+
+    N, K, k = lens.n_neurons, lens.n_heads, cfg.top_k
+    state, _ = store.load_checkpoint()
+    mean_coef = torch.as_tensor(state["coef_sum"] / n_ok)  # (N, K) float64
+    u = lens.head_vectors.detach().double().cpu()  # (K, N, D)
+    gram = torch.einsum("knd,lnd->nkl", u, u)  # (N, K, K): |c . u_n|^2 = c G_n c
+    coefs = store.coefficients(N, K)
+    norms_w = store.array_writer("norms", n_images, N)
+    top = TopRows(N, k, K)
+    try:
+        for start in range(0, n_images, cfg.stats_block):
+            c = torch.tensor(np.array(coefs[start:start + cfg.stats_block]), dtype=torch.float64)
+            cc = c - mean_coef
+            norms = torch.einsum("bnk,nkl,bnl->bn", cc, gram, cc).clamp(min=0).sqrt()
+            norms_w.write(start, norms.float().numpy())  # NaN rows stay NaN
+            top.update(norms.numpy(), np.arange(start, start + len(c)), cc.numpy())
+        norms_w.flush()
+    finally:
+        norms_w.close()
+    top_norms, top_index, top_cc = top.result()
+    pcs, explained = first_components(torch.as_tensor(top_cc), u)
+    mean_effect = torch.einsum("nk,knd->nd", mean_coef, u)
+    threshold = top_norms[:, -1]
+    store.write_arrays({
+        "mean_coefficient": mean_coef.numpy(), "mean_effect": mean_effect.float().numpy(),
+        "head_vectors": u.float().numpy(), "top_norms": top_norms.astype(np.float32),
+        "top_index": top_index, "pc": pcs.float().numpy(),
+        "explained_variance": explained.float().numpy(), "threshold": threshold.astype(np.float32)})
+    store.write_table("neurons", pd.DataFrame({
+        "unit": [f"{lens.unit_layer}:{i}" for i in range(N)], "index": np.arange(N),
+        "threshold": threshold.astype(np.float64), "explained_variance": explained.double().numpy(),
+        "mean_effect_norm": mean_effect.norm(dim=-1).numpy(),
+        "top_norm": top_norms[:, 0].astype(np.float64)}))
+
+
+class TopRows:
+    """Running top-k per neuron of (value, image index) with a payload row, highest first; ties go to
+    the lower image index, NaN values never enter. Exact for any block order or size."""
+
+    def __init__(self, n: int, k: int, width: int):
+        self.values = np.full((n, k), -np.inf)
+        self.index = np.full((n, k), -1, np.int64)
+        self.rows = np.zeros((n, k, width))
+        self.k = k
+
+    def update(self, values_BN: np.ndarray, index_B: np.ndarray, rows_BNK: np.ndarray) -> None:
+        v = np.where(np.isnan(values_BN), -np.inf, values_BN).T  # (N, B)
+        idx = np.broadcast_to(index_B[None, :], v.shape)
+        allv = np.concatenate([self.values, v], 1)
+        alli = np.concatenate([self.index, np.where(np.isinf(v), -1, idx)], 1)
+        allr = np.concatenate([self.rows, np.nan_to_num(rows_BNK.transpose(1, 0, 2))], 1)
+        # sort by value desc, then index asc; empty slots (index -1, -inf) last
+        order = np.lexsort((np.where(alli < 0, np.iinfo(np.int64).max, alli), -allv), axis=-1)
+        order = order[:, :self.k]
+        self.values = np.take_along_axis(allv, order, 1)
+        self.index = np.take_along_axis(alli, order, 1)
+        self.rows = np.take_along_axis(allr, order[..., None], 1)
+
+    def result(self):
+        return self.values, self.index, self.rows
