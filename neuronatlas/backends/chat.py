@@ -216,7 +216,7 @@ class ChatClient:
 
     name: str = "chat"
     model_id: str = "chat"
-    supports_images: bool = True
+    reads_text_only: bool = True  # can answer a request without images (e.g. summarise captions)
 
     def __init__(self, concurrency: int = 4, cache: str | Path | ResponseCache | None = None,
                  retry: RetryPolicy = RetryPolicy(), seed: int = 0):

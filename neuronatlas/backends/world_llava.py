@@ -32,6 +32,7 @@ def _weights_hash(path: str) -> str:
 
 class WorldLlavaClient(ChatClient):
     name = "zoo:world-llava"
+    reads_text_only = False
 
     def __init__(self, weights: str | None = None, max_new_tokens: int = 40, **kwargs):
         import os

@@ -57,7 +57,7 @@ def parse_label(text: str) -> tuple[str, str]:
     return (label or "no description"), description
 
 
-def _client(spec, concurrency: int, cache, role: str) -> ChatClient | None:
+def _client(spec, concurrency: int, cache) -> ChatClient | None:
     if spec is None:
         return None
     client = load_chat_client(spec, concurrency=concurrency, cache=cache) \
@@ -111,8 +111,12 @@ def describe_vlm(run, vlm=None, llm=None, mode: str = "captions", k: int = 8, he
         raise UserError(f"k (exemplars per unit) must be at least 1 (got {k})")
     templates = load_prompts(prompts)
     cache = chat_cache_path(run.path) if cache is True else cache
-    vlm_client = _client(vlm, concurrency, cache, "vlm")
-    llm_client = _client(llm, concurrency, cache, "llm") if mode == "captions" else None
+    vlm_client = _client(vlm, concurrency, cache)
+    llm_client = _client(llm, concurrency, cache) if mode == "captions" else None
+    if llm_client is not None and not llm_client.reads_text_only:
+        raise UserError(f"--llm {llm_client.name} cannot summarise text (it only answers questions "
+                        f"about images): leave --llm unset for the offline summariser, or pass an "
+                        f"openai: or hf-vlm: model")
     summarizer = (f"llm:{llm_client.name}" if llm_client is not None else OFFLINE_SUMMARIZER) \
         if mode == "captions" else f"vlm:{vlm_client.name}"
     probe = probe_for_run(run, probe)

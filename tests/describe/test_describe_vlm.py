@@ -324,6 +324,8 @@ def test_world_llava_end_to_end(tmp_path):
     cfg = run.label_config("vlm")
     assert cfg["vlm"]["model_id"].startswith("zoo:world-llava#") and cfg["summarizer"] == OFFLINE
     assert cfg["usage"]["vlm"]["prompt_tokens"] > 0
+    with pytest.raises(UserError, match="cannot summarise text"):
+        describe(run, "vlm", vlm="zoo:world-llava", llm="zoo:world-llava", units=units)
     grid = describe(run, "vlm", vlm="zoo:world-llava", mode="grid", heatmap=True, units=units[:2],
                     k=4, show_progress=False)
     assert len(grid) == 2 and grid.heatmap.all()
