@@ -69,12 +69,10 @@ def ablate(
     effects, PC projection); the table is stored as RUN/evaluation/second_order_ablations.parquet."""
     from .. import run as rundir
     from .ablation import zero_shot_ablations
-    from .compute import SecondOrderConfig, load_lens
+    from .compute import lens_for
 
     res = rundir.open_second_order(run, layer)
-    m = res.meta
-    cfg = SecondOrderConfig(**{**m["config"], "device": device or m["config"].get("device")})
-    target, lens = load_lens(m["key"]["model"]["spec"], cfg)
+    target, lens = lens_for(res, device)
     df = zero_shot_ablations(lens, target, res, data, task, batch_size, workers, not quiet)
     rundir.write_evaluation(run, "second_order_ablations", df)
     for r in df.itertuples():
