@@ -259,6 +259,14 @@ def write_truth(run: Path, df) -> None:
     write_table(run, "truth", df)
 
 
+def read_evaluation(run: Path, name: str):
+    """RUN/evaluation/NAME.parquet as a DataFrame, or None when there is none (any run directory)."""
+    import pandas as pd
+
+    path = Path(run) / "evaluation" / f"{name}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
 def write_evaluation(run: Path, name: str, df) -> None:
     d = Path(run) / "evaluation"
     with disk_errors(d, resumable=False):

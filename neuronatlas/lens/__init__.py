@@ -13,7 +13,7 @@ significance, and the ablation suite.
 from ..run import SecondOrderResult, open_second_order, second_order_layers
 from .ablation import (CONDITIONS, AblationStats, ZeroShotTask, ablated_embeddings, zero_shot_ablations,
                        zero_shot_task)
-from .compute import SecondOrderConfig, compute_second_order, load_lens
+from .compute import SecondOrderConfig, compute_second_order, lens_for, load_lens
 from .rank1 import first_components, pcs_of, significance_threshold, significant
 from .reference import naive_effects
 from .second_order import SCALES, Coefficients, SecondOrderLens
@@ -22,7 +22,7 @@ from .vit import BlockView, ClipViT, LayerNormView, Trace
 __all__ = [
     "ClipViT", "BlockView", "LayerNormView", "Trace",
     "SecondOrderLens", "Coefficients", "SCALES",
-    "SecondOrderConfig", "compute_second_order", "load_lens",
+    "SecondOrderConfig", "compute_second_order", "load_lens", "lens_for",
     "SecondOrderResult", "open_second_order", "second_order_layers",
     "first_components", "pcs_of", "significance_threshold", "significant",
     "CONDITIONS", "AblationStats", "ablated_embeddings", "ZeroShotTask", "zero_shot_task",

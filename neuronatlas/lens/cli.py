@@ -69,14 +69,22 @@ def ablate(
     effects, PC projection); the table is stored as RUN/evaluation/second_order_ablations.parquet."""
     from .. import run as rundir
     from .ablation import zero_shot_ablations
-    from .compute import SecondOrderConfig, load_lens
+    from .compute import lens_for
 
     res = rundir.open_second_order(run, layer)
-    m = res.meta
-    cfg = SecondOrderConfig(**{**m["config"], "device": device or m["config"].get("device")})
-    target, lens = load_lens(m["key"]["model"]["spec"], cfg)
+    target, lens = lens_for(res, device)
     df = zero_shot_ablations(lens, target, res, data, task, batch_size, workers, not quiet)
-    rundir.write_evaluation(run, "second_order_ablations", df)
+    df["data"] = data
+    old = rundir.read_evaluation(run, "second_order_ablations")
+    if old is not None:  # one block of rows per (layer, task, data): replace ours, keep the others
+        import pandas as pd
+
+        same = (old["layer"] == res.layer) & (old["task"] == df["task"].iloc[0]) & \
+            (old.get("data", pd.Series([None] * len(old))) == data)
+        df_all = pd.concat([old[~same], df], ignore_index=True)
+    else:
+        df_all = df
+    rundir.write_evaluation(run, "second_order_ablations", df_all)
     for r in df.itertuples():
         typer.echo(f"{r.condition:18s} {r.accuracy:.4f}")
     typer.echo(f"zero-shot {task} on {int(df['n'].iloc[0])} images; table in "

@@ -86,6 +86,7 @@ def compute_second_order(model, data, out: Path | str, cfg: SecondOrderConfig = 
     if len(probe) < cfg.top_k:
         raise UserError(f"the probe set has {len(probe)} images, fewer than --top-k {cfg.top_k}: "
                         f"use more images or a smaller --top-k")
+    _check_recorded_model(out, target)
     store = rundir.SecondOrderStore(out, lens.unit_layer)
     meta = store.create_or_verify(_meta(target, probe, lens, cfg))
     if meta.get("status") == "complete":
@@ -99,6 +100,24 @@ def compute_second_order(model, data, out: Path | str, cfg: SecondOrderConfig = 
     store.update_meta(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                       summary={"n_images": len(probe), "n_ok": n_ok, "n_unreadable": len(failed)})
     return rundir.SecondOrderResult(out, lens.unit_layer)
+
+
+def lens_for(result: rundir.SecondOrderResult, device=None):
+    """(target, lens) of the model and layer a stored result was computed with."""
+    m = result.meta
+    cfg = SecondOrderConfig(**{**m["config"], "device": device or m["config"].get("device")})
+    return load_lens(m["key"]["model"]["spec"], cfg)
+
+
+def _check_recorded_model(out, target) -> None:
+    """Effects stored next to a recording must come from the recording's model (same unit ids)."""
+    if not (Path(out) / "run.json").exists():
+        return
+    model = rundir.read_meta(out)["key"]["model"]
+    if model.get("spec") != target.spec or model.get("weights") != target.weights:
+        raise UserError(f"{out} is a recording of {model.get('spec')} ({model.get('weights')}), not of "
+                        f"{target.spec} ({target.weights}): its unit ids would not match; choose "
+                        f"another --out directory")
 
 
 def _meta(target, probe, lens: SecondOrderLens, cfg: SecondOrderConfig) -> dict:
@@ -190,14 +209,17 @@ def _pass_statistics(lens, store, n_images: int, n_ok: int, cfg, show_progress) 
     N, K, k = lens.n_neurons, lens.n_heads, cfg.top_k
     state, _ = store.load_checkpoint()
     mean_coef = torch.as_tensor(state["coef_sum"] / n_ok)  # (N, K) float64
-    u = lens.head_vectors.detach().double().cpu()  # (K, N, D)
-    gram = torch.einsum("knd,lnd->nkl", u, u)  # (N, K, K): |c . u_n|^2 = c G_n c
+    u = lens.head_vectors.detach().float().cpu()  # (K, N, D)
+    gram = torch.cat([torch.einsum("knd,lnd->nkl", u[:, s:s + 256].double(), u[:, s:s + 256].double())
+                      for s in range(0, N, 256)])  # (N, K, K): |c . u_n|^2 = c G_n c
     coefs = store.coefficients(N, K)
     norms_w = store.array_writer("norms", n_images, N)
     top = TopRows(N, k, K)
+    # images per block: keeps the (N, k + block, K) float64 merge buffer near 2^24 numbers
+    block = int(min(cfg.stats_block, max(8, 2 ** 24 // (N * K))))
     try:
-        for start in range(0, n_images, cfg.stats_block):
-            c = torch.tensor(np.array(coefs[start:start + cfg.stats_block]), dtype=torch.float64)
+        for start in range(0, n_images, block):
+            c = torch.tensor(np.array(coefs[start:start + block]), dtype=torch.float64)
             cc = c - mean_coef
             norms = torch.einsum("bnk,nkl,bnl->bn", cc, gram, cc).clamp(min=0).sqrt()
             norms_w.write(start, norms.float().numpy())  # NaN rows stay NaN
@@ -207,11 +229,11 @@ def _pass_statistics(lens, store, n_images: int, n_ok: int, cfg, show_progress) 
         norms_w.close()
     top_norms, top_index, top_cc = top.result()
     pcs, explained = first_components(torch.as_tensor(top_cc), u)
-    mean_effect = torch.einsum("nk,knd->nd", mean_coef, u)
+    mean_effect = torch.einsum("nk,knd->nd", mean_coef, u.double())
     threshold = top_norms[:, -1]
     store.write_arrays({
         "mean_coefficient": mean_coef.numpy(), "mean_effect": mean_effect.float().numpy(),
-        "head_vectors": u.float().numpy(), "top_norms": top_norms.astype(np.float32),
+        "head_vectors": u.numpy(), "top_norms": top_norms.astype(np.float32),
         "top_index": top_index, "pc": pcs.float().numpy(),
         "explained_variance": explained.float().numpy(), "threshold": threshold.astype(np.float32)})
     store.write_table("neurons", pd.DataFrame({

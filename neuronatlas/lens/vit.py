@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError, near_matches
@@ -33,8 +34,9 @@ class LayerNormView:
 
     def __call__(self, x: torch.Tensor, std: torch.Tensor | None = None) -> torch.Tensor:
         """LayerNorm; with `std` given (frozen), the exact linear map x -> g*(x - mean x)/std + b."""
-        sigma = self.std(x) if std is None else std
-        return (x - x.mean(-1, keepdim=True)) / sigma[..., None] * self.weight + self.bias
+        if std is None:
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        return (x - x.mean(-1, keepdim=True)) / std[..., None] * self.weight + self.bias
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,20 @@ class BlockView:
     def head_dim(self) -> int:
         return self.w_q.shape[0] // self.n_heads
 
-    def attention(self, x: torch.Tensor, ln_std: torch.Tensor | None = None):
-        """(attention output written to the residual (B,T,D), probabilities (B,H,T,T)); `x` is the
-        block input. Output includes ls_1."""
+    def attention(self, x: torch.Tensor, ln_std: torch.Tensor | None = None, need_probs: bool = True):
+        """(attention output written to the residual (B,T,D), probabilities (B,H,T,T) or None);
+        `x` is the block input. Output includes ls_1."""
         h = self.ln_1(x, ln_std)
-        probs = self.attention_probs(h)
-        v = self.values(h)  # (B, H, T, dh)
-        return self.head_outputs(probs, v).sum(1) + self._scaled(self.b_o, 1), probs
+        B, T, D = h.shape
+        qkv = F.linear(h, torch.cat([self.w_q, self.w_k, self.w_v]), torch.cat([self.b_q, self.b_k, self.b_v]))
+        q, k, v = (t.view(B, T, self.n_heads, -1).transpose(1, 2) for t in qkv.chunk(3, -1))
+        if need_probs:
+            probs = torch.softmax(q @ k.transpose(-1, -2) * self.head_dim ** -0.5, dim=-1)
+            z = probs @ v
+        else:  # the fused kernel, when nobody looks at the pattern
+            probs, z = None, F.scaled_dot_product_attention(q, k, v)
+        out = F.linear(z.transpose(1, 2).reshape(B, T, D), self.w_o, self.b_o)
+        return (out * self.ls_1 if self.ls_1 is not None else out), probs
 
     def attention_probs(self, h: torch.Tensor) -> torch.Tensor:
         B, T, _ = h.shape
@@ -96,10 +105,10 @@ class BlockView:
 
     def mlp_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Post-activation neuron values (B, T, M); `x` is the residual after this block's attention."""
-        return self.act(self.ln_2(x) @ self.w_fc1.T + self.b_fc1)
+        return self.act(F.linear(self.ln_2(x), self.w_fc1, self.b_fc1))
 
     def mlp_out(self, acts: torch.Tensor) -> torch.Tensor:
-        return self._scaled(acts @ self.w_fc2.T + self.b_fc2, 2)
+        return self._scaled(F.linear(acts, self.w_fc2, self.b_fc2), 2)
 
 
 @dataclass
@@ -137,7 +146,7 @@ class ClipViT:
     @classmethod
     def from_target(cls, target) -> "ClipViT":
         """A ClipViT for a Target of an open_clip or transformers CLIP ViT; UserError otherwise."""
-        return cls.from_model(target.model, spec=target.spec)
+        return cls.from_model(target.model, spec=getattr(target, "spec", "the model"))
 
     @classmethod
     def from_model(cls, model: nn.Module, spec: str = "the model") -> "ClipViT":
@@ -214,7 +223,7 @@ class ClipViT:
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.embed(pixels.to(self.device, self.dtype))
         for b in self.blocks:
-            x = x + b.attention(x)[0]
+            x = x + b.attention(x, need_probs=False)[0]
             x = x + b.mlp_out(b.mlp_acts(x))
         return self.ln_post(x[:, self.cls_index]) @ self.proj
 
@@ -229,7 +238,7 @@ class ClipViT:
                 stds[i] = b.ln_1.std(x)
             if keep_residual:
                 residual[i] = x
-            out, probs = b.attention(x)
+            out, probs = b.attention(x, need_probs=i > layer)
             if i > layer:
                 attn_cls[i] = probs[:, :, self.cls_index]
                 if keep_residual:

@@ -125,3 +125,37 @@ def test_task_errors(world_clip_target, image_folder):
         zero_shot_task("imagenet", open_probe(image_folder))
     t = zero_shot_task("labels", open_probe(image_folder))
     assert t.classes == ["a", "b"] and set(t.labels) == {0, 1}
+
+
+def test_imagenet_labels_and_open_clip_text_tower(tmp_path, b32_target):
+    """ImageNet class folders map to class indices; the ablation suite runs through open_clip's own
+    tokenizer and text tower (random ViT-B-32, class prompts of the probe's labels)."""
+    from neuronatlas.concepts import imagenet_classes
+    from neuronatlas.data import open_probe
+    from tests.conftest import make_images
+
+    names = imagenet_classes()
+    make_images(tmp_path / "imgs", 6, size=48, classes=(names[1], names[7], "not a class"))
+    probe = open_probe(tmp_path / "imgs")
+    task = zero_shot_task("imagenet", probe)
+    assert len(task.classes) == 1000 and len(task.prompts[0]) == 7
+    expect = {names[1]: 1, names[7]: 7, "not a class": -1}
+    assert list(task.labels) == [expect[it.label] for it in probe.items]
+    cfg = SecondOrderConfig(layer="10", top_k=3, num_workers=0)
+    res = compute_second_order(b32_target, probe, tmp_path / "run", cfg, show_progress=False)
+    _, lens = load_lens(b32_target, cfg)
+    df = zero_shot_ablations(lens, b32_target, res, probe, "labels", num_workers=0, show_progress=False)
+    assert (df["n"] == 6).all() and df["accuracy"].between(0, 1).all()
+    acc = dict(zip(df["condition"], df["accuracy"]))
+    assert acc["full"] == acc["baseline"]
+
+
+def test_effects_next_to_a_recording_of_another_model_are_refused(tmp_path, world_clip_target,
+                                                                   tiny_cnn_file, image_folder):
+    import neuronatlas as na
+
+    na.record(tiny_cnn_file, image_folder, tmp_path, na.RecordConfig(layers=("conv1",), num_workers=0),
+              show_progress=False)
+    with pytest.raises(UserError, match="recording of .*unit ids would not match"):
+        compute_second_order(world_clip_target, image_folder, tmp_path,
+                             SecondOrderConfig(layer="1", top_k=3, num_workers=0), show_progress=False)

@@ -18,9 +18,27 @@ def _pixels(target, n=2, seed=0):
     return torch.randn(n, 3, s, s, generator=g)
 
 
-@pytest.fixture(scope="module", params=["b32", "world"])
+def _layer_scale_vit():
+    """A bare open_clip VisionTransformer with (non-trivial) layer scales on both branches."""
+    from types import SimpleNamespace
+
+    from open_clip.transformer import VisionTransformer
+
+    from neuronatlas.models.target import Preprocess
+
+    torch.manual_seed(0)
+    v = VisionTransformer(image_size=32, patch_size=8, width=64, layers=4, heads=4, mlp_ratio=8,
+                          ls_init_value=0.5, output_dim=16).eval()
+    with torch.no_grad():
+        for blk in v.transformer.resblocks:
+            blk.ls_1.gamma.normal_()
+            blk.ls_2.gamma.normal_()
+    return SimpleNamespace(model=v, forward=v, preprocess=Preprocess(32, (0.5,) * 3, (0.5,) * 3))
+
+
+@pytest.fixture(scope="module", params=["b32", "world", "layer-scale"])
 def case(request, b32_target, world_clip_target):
-    target = b32_target if request.param == "b32" else world_clip_target
+    target = {"b32": b32_target, "world": world_clip_target}.get(request.param) or _layer_scale_vit()
     vit = ClipViT.from_target(target)
     layer = vit.n_layers - 3  # two later blocks on B/32: keeps the brute force cheap
     # a float64 copy: the brute-force embedding difference cancels ~5 digits in float32
@@ -117,3 +135,33 @@ def test_bad_layers_and_models(b32_target):
         SecondOrderLens(vit, 3, scale="unit")
     with pytest.raises(UserError, match="not a CLIP vision transformer"):
         ClipViT.from_model(torch.nn.Sequential(torch.nn.Linear(2, 2)), spec="tiny")
+
+
+def test_transformers_checkpoint_directory_and_vision_only_models(tmp_path, frozen_intervention):
+    """hf:DIR (a saved CLIPModel), CLIPVisionModelWithProjection and a bare CLIPVisionModel."""
+    import transformers
+
+    from neuronatlas.lens import SecondOrderConfig, compute_second_order
+    from tests.conftest import tiny_hf_clip_target
+
+    target = tiny_hf_clip_target(seed=1, vision_layers=3)
+    target.model.save_pretrained(tmp_path / "ckpt")
+    cfg = SecondOrderConfig(layer="0", top_k=3, num_workers=0)
+    res = compute_second_order(f"hf:{tmp_path / 'ckpt'}", "world:n=6,size=32", tmp_path / "run", cfg,
+                               show_progress=False)
+    assert res.layer == "vision_model.encoder.layers.0.mlp.activation_fn" and len(res.heads) == 4
+    px = _pixels(target, n=2).double()
+    vcfg = target.model.config.vision_config
+    for cls in (transformers.CLIPVisionModelWithProjection, transformers.CLIPVisionModel):
+        torch.manual_seed(2)
+        model = cls(vcfg if cls is transformers.CLIPVisionModel else
+                    transformers.CLIPVisionConfig(**{**vcfg.to_dict(), "projection_dim": 8})).double().eval()
+        vit = ClipViT.from_model(model)
+        with torch.no_grad():
+            out = model(pixel_values=px)
+        ref = out.image_embeds if hasattr(out, "image_embeds") else out.pooler_output
+        assert torch.allclose(vit.forward(px), ref, atol=1e-10)
+        lens = SecondOrderLens(vit, 0)
+        co = lens.coefficients(px)
+        truth = frozen_intervention(vit, px, 0, [5], co.scale)
+        assert torch.allclose(lens.effects(co, [5])[:, 0], truth, atol=1e-8 * truth.abs().max().item())

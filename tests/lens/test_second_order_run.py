@@ -154,3 +154,15 @@ def test_cli_second_order_and_ablate(tmp_path):
                             "--workers", "0", "-q"])
     assert r.exit_code == 0, r.output
     assert "mean_all" in r.output and (out / "evaluation" / "second_order_ablations.parquet").exists()
+    for _ in range(2):  # a second task adds its rows; rerunning a task replaces its own
+        r = runner.invoke(app, ["lens", "ablate", str(out), "--data",
+                                "world:n=40,size=32,seed=999,objects=1", "--task", "world-shape",
+                                "--workers", "0", "-q"])
+        assert r.exit_code == 0, r.output
+    from neuronatlas.run import read_evaluation
+
+    table = read_evaluation(out, "second_order_ablations")
+    assert sorted(table["task"].value_counts().items()) == [("world-color", 6), ("world-shape", 6)]
+    r = runner.invoke(app, ["lens", "second-order", "zoo:world-clip", "--layer", "9", "--data",
+                            "world:n=40,size=32", "--out", str(out), "-q"])
+    assert r.exit_code != 0 and "out of range" in str(r.exception)
