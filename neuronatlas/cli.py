@@ -157,7 +157,9 @@ def exemplars(
 def describe(
     run: Path = typer.Argument(..., help="Run directory (CLIP-Dissect needs one recorded with "
                                           "--save-acts)."),
-    method: str = typer.Option("clip-dissect", help="clip-dissect, netdissect or vlm."),
+    method: str = typer.Option("clip-dissect", help="clip-dissect, netdissect, vlm or second-order "
+                                                     "(needs `neuronatlas lens second-order` effects "
+                                                     "in RUN)."),
     scorer: Optional[str] = typer.Option(None, help="Image-text scorer for clip-dissect: "
                                                      "zoo:world-clip, open_clip:M/TAG, hf:..., "
                                                      "conse:efficientnet-lite0 (default "

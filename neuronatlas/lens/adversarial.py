@@ -297,7 +297,7 @@ def adversarial_images(scorer, pcs_ND, neuron_terms, classes: list[str], source:
             raise UserError(f"class '{name}' is not among the classes: {', '.join(classes)}")
     if source == target:
         raise UserError("source and target classes must differ")
-    cls_emb = scorer.encode_texts([template.format(c) for c in classes]).float().numpy()
+    cls_emb = scorer.encode_texts([template.format(c) for c in classes]).float().cpu().numpy()
     s, t = classes.index(source), classes.index(target)
     d = cls_emb[t] - cls_emb[s]
     words = guiding_words(pcs_ND, neuron_terms, d, config.n_neurons, 10 * config.n_words,

@@ -271,10 +271,9 @@ def model_of(result, device=None):
     """(target, scorer) of the CLIP a second-order result was computed with: the same spec, weights
     and, for random weights, seed (so the text tower matches the vision tower that made the PCs)."""
     from ..backends.clip import scorer_from_target
-    from .compute import SecondOrderConfig, load_lens
+    from .compute import lens_for
 
-    cfg = SecondOrderConfig(**result.meta["config"])
-    target, _ = load_lens(result.meta["key"]["model"]["spec"], cfg, device=device)
+    target, _ = lens_for(result, device)
     return target, scorer_from_target(target)
 
 

@@ -348,7 +348,7 @@ def segment(path, data: str, config: SegmentConfig = SegmentConfig(), layers=Non
     vit = ClipViT.from_target(target)
     lenses = [SecondOrderLens(vit, r.block, scale=r.meta["key"]["scale"]) for r in results]
     names, prompts = class_set(config.classes)
-    class_emb = scorer.encode_texts(prompts).float()  # (C, D) unit length
+    class_emb = scorer.encode_texts(prompts).float().cpu()  # (C, D) unit length
     pcs = np.concatenate([np.asarray(r.pc) for r in results])
     offsets = np.cumsum([0] + [r.n_neurons for r in results])
     choice = {"aligned": aligned_neurons(pcs, class_emb.numpy(), config.n_neurons,
