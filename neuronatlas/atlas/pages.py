@@ -48,7 +48,7 @@ def _escape(text: str) -> str:
 
 def not_found_html(message: str, assets: str = "/static") -> str:
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>Not found - neuronatlas</title><link rel="stylesheet" href="{assets}/app.css"></head>
+<title>Not found - neuronatlas</title><link rel="icon" href="data:,"><link rel="stylesheet" href="{assets}/app.css"></head>
 <body><header class="top"><a class="brand" href="/">neuronatlas</a></header>
 <main class="page notfound"><h1>404</h1><p>{_escape(message)}</p>
 <p><a href="/units">Browse the units</a> or go to the <a href="/">run overview</a>.</p></main>
