@@ -117,7 +117,9 @@ def export(run: Run | str | Path, out: str | Path, images="auto", progress: bool
     for c in range(0, len(units), DETAIL_CHUNK):
         chunk = {}
         for u in units[c:c + DETAIL_CHUNK]:
-            d = unit_detail(run, index, u, EXPORT_URLS, images_available=u in has_images)
+            d = unit_detail(run, index, u, EXPORT_URLS, images_available=u in has_images,
+                            images_note=renderer.error or "images were not exported for this "
+                                        "unit (export with --images all)")
             chunk[u] = d
             if u in has_images:
                 _copy_tiles(renderer, u, d, out, made)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..run import Run, atlas_dir, open_run
 
-INDEX_VERSION = 3
+INDEX_VERSION = 4
 UNIT_STATS = ("count", "mean", "std", "min", "max", "frac_positive", "q01", "q50", "q99")
 
 
@@ -139,8 +139,10 @@ CREATE INDEX pairs_layer ON pairs(a, b, layer, same);
 """ + "".join(  # both directions, ties by unit order: ORDER BY col [DESC], uid walks an index
     f"CREATE INDEX units_{c}{n} ON units({c}{d}, uid);\n"
     for c in ("std", "mean", "max") for n, d in (("", ""), ("_desc", " DESC"))) + "".join(
-    f"CREATE INDEX best_{c}{n} ON best(method, {c}{d}, uid);\n"
-    for c in ("score", "pearson", "cosine") for n, d in (("", ""), ("_desc", " DESC")))
+    f"CREATE INDEX best_{c}{n} ON best(method, {c}{d}, uid, layer);\n"  # covering: no lookups
+    for c in ("score", "pearson", "cosine") for n, d in (("", ""), ("_desc", " DESC"))) + "".join(
+    f"CREATE INDEX best_layer_{c} ON best(method, layer, {c}, uid);\n"  # a layer + score range
+    for c in ("score", "pearson", "cosine"))
 
 
 def _nums(series) -> list:

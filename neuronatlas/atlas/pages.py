@@ -5,6 +5,7 @@ histogram)."""
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
 from urllib.parse import quote
@@ -47,7 +48,7 @@ def _escape(text: str) -> str:
 
 def not_found_html(message: str, assets: str = "/static") -> str:
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>Not found - neuronatlas</title><link rel="stylesheet" href="{assets}/app.css"></head>
+<title>Not found - neuronatlas</title><link rel="icon" href="data:,"><link rel="stylesheet" href="{assets}/app.css"></head>
 <body><header class="top"><a class="brand" href="/">neuronatlas</a></header>
 <main class="page notfound"><h1>404</h1><p>{_escape(message)}</p>
 <p><a href="/units">Browse the units</a> or go to the <a href="/">run overview</a>.</p></main>
@@ -72,7 +73,7 @@ def has_heat(run: Run, layer: str) -> bool:
 
 
 def unit_detail(run: Run, index: AtlasIndex, unit: str, urls: UrlScheme,
-                images_available: bool = True) -> dict:
+                images_available: bool = True, images_note: str | None = None) -> dict:
     detail = index.unit(unit)
     layer, ui = run.parse_unit(unit)
     pos = list(run.layers).index(layer)
@@ -93,15 +94,18 @@ def unit_detail(run: Run, index: AtlasIndex, unit: str, urls: UrlScheme,
                            "counts": [int(c) for c in counts[lo:hi]]}
     detail["has_heat"] = heat
     detail["images_available"] = images_available
+    detail["images_note"] = images_note
     detail["pooling"] = run.layers[layer]["pooling"]
     return detail
 
 
+_CLASSES: "weakref.WeakKeyDictionary[Run, dict]" = weakref.WeakKeyDictionary()
+
+
 def _image_table(run: Run) -> dict:
-    cache = getattr(run, "_atlas_image_classes", None)
-    if cache is None:
+    """probe index -> the image's class label (None when unlabelled), cached per open run."""
+    if run not in _CLASSES:
         im = run.images
-        cache = {int(i): (None if c is None or (isinstance(c, float) and np.isnan(c)) else str(c))
-                 for i, c in zip(im["index"], im["label"])}
-        run._atlas_image_classes = cache
-    return cache
+        _CLASSES[run] = {int(i): (None if c is None or (isinstance(c, float) and np.isnan(c))
+                                  else str(c)) for i, c in zip(im["index"], im["label"])}
+    return _CLASSES[run]

@@ -313,7 +313,8 @@ class AtlasIndex:
         per_layer = [{"layer": l, "n_units": n, "same": s} for l, n, s in self.con.execute(
             f"SELECT p.layer, count(*), avg(p.same) FROM pairs p {cond()} GROUP BY p.layer "
             f"ORDER BY min(p.uid)", args)]
-        n, same = self._one(f"SELECT count(*), avg(p.same) FROM pairs p {cond()}", args)
+        n = sum(r["n_units"] for r in per_layer)  # one scan: the totals from the layer groups
+        same = sum(r["same"] * r["n_units"] for r in per_layer) / n if n else None
         m = query.metric
         joins = ("FROM pairs p JOIN best x ON x.method = ? AND x.uid = p.uid "
                  "JOIN best y ON y.method = ? AND y.uid = p.uid JOIN units u ON u.uid = p.uid")

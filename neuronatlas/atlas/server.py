@@ -4,7 +4,7 @@
 
 Pages (/, /units, /unit/UNIT, /compare) are one HTML shell whose script asks the JSON API
 (/api/...) for data; exemplar tiles (/tiles/...) are rendered on first request and cached under the
-run (see tiles.py). Only GET/HEAD routes exist. Paths from the URL are only ever resolved inside the
+run (see tiles.py). Only GET routes exist. Paths from the URL are only ever resolved inside the
 run directory or the package's static folder (`safe_join`); anything else is a 404.
 """
 
@@ -96,7 +96,9 @@ def create_app(run: Run | str | Path, renderer: TileRenderer | None = None):
     @app.get("/api/unit/{unit:path}")
     def unit_data(unit: str, request: Request):
         try:
-            return unit_detail(run, index, unit, SERVER_URLS)
+            return unit_detail(run, index, unit, SERVER_URLS,
+                               images_available=renderer.error is None,
+                               images_note=renderer.error)
         except UnitNotFound:
             return missing(request, f"unit {unit!r} is not in this run")
 
@@ -112,6 +114,8 @@ def create_app(run: Run | str | Path, renderer: TileRenderer | None = None):
             return missing(request, "no such image")
         i = int(stem)
         if not renderer.plain_path(i).exists():
+            if renderer.error:
+                return missing(request, renderer.error)
             owner = _exemplar_owner(index, run, i)
             if owner is None:
                 return missing(request, "that image is no unit's exemplar")
@@ -126,6 +130,8 @@ def create_app(run: Run | str | Path, renderer: TileRenderer | None = None):
             return missing(request, f"unit {unit!r} is not in this run")
         if not image.isdigit() or int(image) not in renderer.exemplar_indices(unit):
             return missing(request, f"image {image} is not an exemplar of {unit}")
+        if renderer.error:
+            return missing(request, renderer.error)
         renderer.ensure([unit])
         path = renderer.heat_path(unit, int(image))
         return png(path) if path.exists() else missing(request, f"{unit} has no heatmap")

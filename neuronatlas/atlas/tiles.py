@@ -64,6 +64,9 @@ class TileRenderer:
         self._lock = threading.Lock()
         self.layer_pos = {name: i for i, name in enumerate(run.layers)}
         self.error: str | None = None  # why tiles cannot be rendered (model not rebuildable...)
+        if target is None and str(run.meta["key"]["model"]["spec"]).startswith("hf:<"):
+            self.error = ("exemplar images cannot be rendered: the run was recorded from an "
+                          "in-memory model; pass target= to TileRenderer from Python")
 
     # -- where things are -------------------------------------------------------------------------
     def unit_dir(self, unit: str) -> Path:

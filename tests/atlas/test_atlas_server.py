@@ -148,3 +148,34 @@ def test_run_files_are_served_and_links_out_are_not(live_server, atlas_run):
     finally:
         for p in (link, dlink, inside):
             p.unlink(missing_ok=True)
+
+
+def test_run_from_an_in_memory_model_serves_without_images(tmp_path):
+    """No way to rebuild the model: every page still works and says why there are no images."""
+    import neuronatlas as na
+    from neuronatlas.atlas.server import create_app
+    from tests.conftest import tiny_hf_clip_target
+
+    run = na.record(tiny_hf_clip_target(), "world:n=12,size=32,seed=0", tmp_path / "run",
+                    layers="vision_model.encoder.layers.0.mlp.fc1", k=3, show_progress=False,
+                    num_workers=0)
+    client = TestClient(create_app(run), raise_server_exceptions=False)
+    assert "in-memory model" in client.get("/api/overview").json()["tiles_error"]
+    unit = run.units.unit.iloc[0]
+    d = client.get(f"/api/unit/{unit}").json()
+    assert d["images_available"] is False and "in-memory model" in d["images_note"]
+    assert d["top"][0]["plain"] is None and d["top"][0]["heat"] is None
+    r = client.get(f"/tiles/plain/{d['top'][0]['index']}.png")
+    assert r.status_code == 404 and "in-memory model" in r.json()["error"]
+    assert client.get("/api/units").json()["total"] == len(run.units)
+
+
+def test_index_falls_back_to_a_user_cache_when_the_run_is_read_only(run_copy, tmp_path,
+                                                                    monkeypatch):
+    from neuronatlas.atlas.index import ensure_index
+
+    (run_copy.path / "atlas").write_text("not a directory")  # RUN/atlas cannot be created
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path, rebuilt = ensure_index(run_copy)
+    assert rebuilt and path.is_relative_to(tmp_path / "cache" / "neuronatlas" / "atlas")
+    assert ensure_index(run_copy) == (path, False)
