@@ -17,4 +17,11 @@ pip_install -e ".[all,dev]"
 if [ -f scripts/install-zoo.sh ]; then
   PY="$VPY" bash scripts/install-zoo.sh
 fi
+# The atlas's browser tests drive a real Chromium (Playwright + Debian's package). Installed here when
+# this is a Debian-like machine and we are root; elsewhere those tests skip (and fail under CI=1).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+    || echo "could not install chromium: the browser tests will skip" >&2
+fi
 echo "neuronatlas is set up in .venv ($("$VPY" -c 'import torch; print("torch", torch.__version__)'))" >&2
