@@ -17,7 +17,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-WORLD_CLIP_LAYERS = ["vision_model.encoder.layers.1.mlp.fc1", "vision_model.encoder.layers.3.mlp.fc1"]
+# the MLP neurons after their GELU: the units the second-order lens explains too
+WORLD_CLIP_LAYERS = ["vision_model.encoder.layers.1.mlp.activation_fn",
+                     "vision_model.encoder.layers.3.mlp.activation_fn"]
 
 
 def _interesting_units(run, layer: str, n: int) -> list[str]:
@@ -78,6 +80,7 @@ def run_demo(out: str | Path = "runs/demo", small: bool = False) -> dict:
     if _world_clip_ready(ZOO):
         wc = na.record("zoo:world-clip", f"world:n={n_world},size=64,seed=1", out / "world-clip",
                        layers=WORLD_CLIP_LAYERS, save_acts=True, show_progress=not small)
+        _second_order(wc, f"world:n={n_world},size=64,seed=1", console)
         _describe_all(wc, "zoo:world-clip", "world", console)
         grids += _grids(wc, None, out, "world-clip", small)
         results["world-clip"] = wc
@@ -137,14 +140,33 @@ def _world_clip_ready(zoo: dict) -> bool:
 def _describe_all(run, scorer: str, concepts: str, console: Console, vlm: bool = False) -> None:
     from neuronatlas.describe import METHODS, describe
 
+    from neuronatlas.run import second_order_layers
+
     for method in METHODS:
         options = {"scorer": scorer, "concepts": concepts} if method == "clip-dissect" else {}
+        if method == "second-order":  # labels from the lens's effects, where they were computed
+            if not second_order_layers(run.path):
+                continue
+            options = {"concepts": concepts, "progress": False}
         if method == "vlm":  # world-llava captions 4 exemplars a unit (cached: shared images once)
             if not vlm:
                 continue
             options = {"vlm": "zoo:world-llava", "k": 4, "n_background": 16, "show_progress": False}
         describe(run, method, **options)
         console.print(f"  described {run.path.name} with {method}")
+
+
+def _second_order(run, data: str, console: Console) -> None:
+    """Second-order effects of world-clip's layer-1 MLP neurons through the later attention heads
+    (stored in the run; `describe --method second-order` turns them into labels)."""
+    from neuronatlas.lens.compute import SecondOrderConfig, compute_second_order
+
+    res = compute_second_order("zoo:world-clip", data, run.path,
+                               SecondOrderConfig(layer=WORLD_CLIP_LAYERS[0], top_k=20),
+                               show_progress=False)
+    console.print(f"  second-order effects of {res.n_neurons} neurons of {res.layer} "
+                  f"(first PC explains {float(res.explained_variance.mean()):.2f} of the top-20 "
+                  f"variance on average)")
 
 
 def _grids(run, probe, out: Path, name: str, small: bool) -> list[Path]:
