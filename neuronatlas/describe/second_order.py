@@ -48,7 +48,8 @@ def label_neurons(path, layers=None, concepts=None, solver: str = "omp", n_terms
         scorer = load_scorer(scorer)
     concepts = load_concepts(concepts or default_text_set(scorer))
     cfg = DecomposeConfig(method=solver, n_terms=n_terms, alpha=alpha, center=center)
-    dictionary = text_dictionary(scorer, concepts, center=center, cache_dir=Path(path))
+    dictionary = text_dictionary(scorer, concepts, center=center, cache_dir=Path(path),
+                                 progress=progress)
     df = decompose_neurons(results, dictionary, cfg, progress=progress)
     config = {"decomposition": cfg.to_json(), "concepts": concepts.describe(),
               "n_atoms": len(dictionary), "n_merged_texts": dictionary.n_merged,

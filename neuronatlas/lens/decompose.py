@@ -245,18 +245,31 @@ def default_text_set(scorer) -> str:
     return "world" if getattr(scorer, "name", "") == "world-clip" else "words20k"
 
 
-def text_dictionary(scorer, concepts=None, center: bool = True, cache_dir: str | Path | None = None
-                    ) -> TextDictionary:
-    """Embed a concept set with the scorer's text encoder (cached on disk, keyed by the scorer's
-    weights and the texts) and build the unit-norm dictionary."""
-    from types import SimpleNamespace
+def text_dictionary(scorer, concepts=None, center: bool = True, cache_dir: str | Path | None = None,
+                    progress: bool = True) -> TextDictionary:
+    """Embed a concept set with the scorer's text encoder and build the unit-norm dictionary.
+
+    The embeddings are cached in CACHE_DIR/cache/embeddings/ under the same key as the describe
+    methods' (the scorer's weights and the texts' hash), so they are shared with CLIP-Dissect's;
+    20k words through a ViT-B text tower take minutes on a CPU, hence the progress bar."""
+    import torch
 
     from ..concepts import load_concepts
-    from ..describe.embeddings import scorer_key, text_embeddings
+    from ..describe.embeddings import _key, _load, _save, scorer_key
 
     cs = load_concepts(concepts or default_text_set(scorer))
     root = Path(cache_dir) if cache_dir else _default_cache_root()
-    emb = text_embeddings(SimpleNamespace(path=root), scorer, cs, scorer_key(scorer))
+    path = root / "cache" / "embeddings" / f"texts-{_key(scorer_key(scorer), cs.hash)}.npy"
+    emb = _load(path, len(cs))
+    if emb is None:
+        texts, chunk = list(cs.texts), 512
+        parts = []
+        with torch.no_grad():
+            for s in _steps(range(0, len(texts), chunk), -(-len(texts) // chunk),
+                            f"embed {len(texts)} texts", progress):
+                parts.append(scorer.encode_texts(texts[s:s + chunk]).float().cpu().numpy())
+        emb = np.concatenate(parts)
+        _save(path, emb)
     return TextDictionary.from_embeddings(cs.texts, emb, center=center)
 
 

@@ -68,7 +68,7 @@ def discover_from_run(path, images: list[int], top: int = 10, layers=None, conce
     units = [u for r in results for u in r.units]
     terms = neuron_terms(labels, units)
     thr = np.concatenate([np.asarray(r.threshold) for r in results])
-    dictionary = text_dictionary(scorer, concepts, cache_dir=path)
+    dictionary = text_dictionary(scorer, concepts, cache_dir=path, progress=progress)
     probe = open_probe(results[0].meta["probe"]["spec"])
     out = []
     for i in images:
