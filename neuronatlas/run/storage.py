@@ -1,0 +1,202 @@
+"""Low-level files of a run directory: atomic writes, run.json and its identity key, shard
+checkpoints and image digests, and the final per-layer arrays and tables."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DiskFullError, UserError
+
+
+FORMAT = "neuronatlas-run"
+FORMAT_VERSION = 1
+DIGEST_RECORD = np.dtype([("index", "<i8"), ("digest", "V16")])
+
+
+# -- writing helpers ------------------------------------------------------------------------------
+@contextmanager
+def disk_errors(what: Path | str, resumable: bool = True):
+    """Turn 'out of disk' into one clear line; the previous checkpoint stays intact."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            tail = " ; the last checkpoint is kept and rerunning the same command resumes from it" \
+                if resumable else ""
+            raise DiskFullError(f"out of disk space while writing {what}: free some space or choose "
+                            f"another --out directory{tail}") from None
+        raise
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with disk_errors(path):
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def write_json(path: Path, obj: dict) -> None:
+    _atomic_write(Path(path), lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False).encode()))
+
+
+def layer_dir(run: Path, layer: str) -> Path:
+    return Path(run) / "layers" / layer
+
+
+def partial_dir(run: Path, shard: int, n_shards: int) -> Path:
+    return Path(run) / "partials" / f"shard-{shard:05d}-of-{n_shards:05d}"
+
+
+# -- identity: never mix two recordings in one directory ------------------------------------------
+def create_or_verify(run: Path, meta: dict) -> dict:
+    """Create RUN/run.json, or check that the existing one has the same identity key."""
+    run = Path(run)
+    path = run / "run.json"
+    if path.exists():
+        old = read_meta(run)
+        diffs = [k for k in meta["key"] if old["key"].get(k) != meta["key"][k]]
+        if diffs:
+            field = diffs[0]
+            raise UserError(
+                f"{run} already holds a recording with a different {field} "
+                f"({_short(old['key'].get(field))} vs {_short(meta['key'][field])}); refusing to mix "
+                f"them: choose a new --out directory or delete the old run")
+        return old
+    with disk_errors(run, resumable=False):
+        run.mkdir(parents=True, exist_ok=True)
+    write_json(path, meta)
+    return meta
+
+
+def _short(v) -> str:
+    s = json.dumps(v, sort_keys=True)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def read_meta(run: Path) -> dict:
+    path = Path(run) / "run.json"
+    if not path.exists():
+        raise UserError(f"{run} is not a neuronatlas run (no run.json): record one with "
+                        f"`neuronatlas record MODEL --layers ... --data ... --out {run}`")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path} is not a neuronatlas run file")
+    return meta
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def save_checkpoint(pdir: Path, layer_states: dict[str, dict], progress: dict) -> None:
+    arrays = {f"{layer}/{name}": arr for layer, st in layer_states.items() for name, arr in st.items()}
+    arrays["__progress__"] = np.frombuffer(json.dumps(progress).encode(), dtype=np.uint8)
+    _atomic_write(Path(pdir) / "checkpoint.npz", lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(pdir: Path) -> tuple[dict[str, dict], dict] | None:
+    path = Path(pdir) / "checkpoint.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        progress = json.loads(bytes(z["__progress__"]).decode())
+        states: dict[str, dict] = {}
+        for key in z.files:
+            if key == "__progress__":
+                continue
+            layer, name = key.rsplit("/", 1)
+            states.setdefault(layer, {})[name] = z[key]
+    return states, progress
+
+
+def open_digests(pdir: Path, n_keep: int):
+    """Open the append-only digest log, dropping records written after the last checkpoint."""
+    path = Path(pdir) / "digests.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = n_keep * DIGEST_RECORD.itemsize
+    with open(path, "ab"):
+        pass
+    if path.stat().st_size > size:
+        os.truncate(path, size)
+    return open(path, "ab")
+
+
+def read_digests(pdir: Path) -> np.ndarray:
+    path = Path(pdir) / "digests.bin"
+    return np.fromfile(path, dtype=DIGEST_RECORD) if path.exists() else np.zeros(0, DIGEST_RECORD)
+
+
+class RowWriter:
+    """A (rows, units) float32 .npy file written a row block at a time, without memory mapping
+    (so resident memory stays flat however many rows are written)."""
+
+    def __init__(self, path: Path, n_rows: int, n_units: int):
+        self.path, self.n_units = Path(path), n_units
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with disk_errors(self.path):
+            if not self.path.exists():
+                header = {"descr": "<f4", "fortran_order": False, "shape": (n_rows, n_units)}
+                with open(self.path, "wb") as f:
+                    np.lib.format.write_array_header_1_0(f, header)
+                    self.offset = f.tell()
+                    f.truncate(self.offset + n_rows * n_units * 4)  # sparse; holes read as 0
+            with open(self.path, "rb") as f:
+                np.lib.format.read_magic(f)
+                np.lib.format.read_array_header_1_0(f)
+                self.offset = f.tell()
+            self.f = open(self.path, "r+b")
+
+    def write(self, row: int, block: np.ndarray) -> None:
+        with disk_errors(self.path):
+            self.f.seek(self.offset + row * self.n_units * 4)
+            self.f.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+
+    def flush(self) -> None:
+        with disk_errors(self.path):
+            self.f.flush()
+            os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+# -- final outputs (written by record.merge once every shard is complete) --------------------------
+def write_layer_arrays(run: Path, layer: str, arrays: dict[str, np.ndarray]) -> None:
+    d = layer_dir(run, layer)
+    with disk_errors(d, resumable=False):
+        d.mkdir(parents=True, exist_ok=True)
+    for name, arr in arrays.items():
+        _atomic_write(d / f"{name}.npy", lambda f, arr=arr: np.save(f, arr))
+
+
+def final_acts_writer(run: Path, layer: str, n_rows: int, n_units: int) -> "RowWriter":
+    path = layer_dir(run, layer) / "acts.npy"
+    if path.exists():
+        path.unlink()
+    return RowWriter(path, n_rows, n_units)
+
+
+def partial_acts_path(pdir: Path, layer: str) -> Path:
+    return Path(pdir) / "acts" / f"{layer}.npy"
+
+
+def write_table(run: Path, name: str, df) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    _atomic_write(Path(run) / f"{name}.parquet", lambda f: pq.write_table(table, f))
+
+
+def write_hist_edges(run: Path, edges: np.ndarray) -> None:
+    _atomic_write(Path(run) / "hist_edges.npy", lambda f: np.save(f, edges))
