@@ -12,11 +12,13 @@ Prompt format (ids, no chat template):
 The image token is written once per image feature (65 times): transformers does not expand it when
 input_ids are built by hand. Labels are the unshifted input ids on the answer (and <eos>) only.
 
-Training (`train_llava`, deterministic given the seed): full-world scenes (1-3 objects), one
-multi-turn row per image: up to 4 questions of every kind `questions(scene)` gives (presence, color
-and shape favoured), in random order, then for a quarter of the images the caption as a last turn;
-loss on the answer tokens only; AdamW, vision tower at 0.25x the learning rate. Evaluation asks one
-question per row (the first turn).
+Training (`train_llava`, deterministic given the seed, resumable; PLANS below): full-world scenes
+(1-3 objects), one multi-turn row per image: up to k questions of every kind `questions(scene)` gives
+(presence, color and shape favoured), in random order, then for some images the caption as a last
+turn; loss on the answer tokens only, plus (plan v2) world-clip's supervised scene losses on the
+tower's output; AdamW, the vision tower at a fraction of the learning rate. The tower starts from
+the committed world-clip (plan v1, "final") or from the tower world-clip saved after its supervised
+phase (plan v2, "warmup"). Evaluation asks one question per row (the first turn).
 """
 
 from __future__ import annotations
@@ -176,9 +178,17 @@ def batch_loss(model, tokenizer, pixels, items_per_image):
     return model(input_ids=ids, pixel_values=pixels, attention_mask=mask, labels=lab).loss
 
 
-PLAN = dict(steps=500, batch=32, lr=1.5e-3, warmup=60, vision_lr_scale=0.5, pool=12000, k=8,
-            p_caption=0.1, sup_weight=0.5, kind_weight=KIND_WEIGHT, eval_n=80, eval_every=125,
-            checkpoint_every=50, tower="warmup")
+PLAN_V1 = dict(  # the first schedule: from world-clip's final tower, answer loss only
+    steps=1300, batch=32, lr=1e-3, warmup=100, vision_lr_scale=0.25, pool=24000, k=4, p_caption=0.25,
+    sup_weight=0.0, kind_weight=dict(presence=3.0, color=2.0, shape=3.0, texture=1.0, size=0.7,
+                                     position=1.0, count=0.5),
+    eval_n=100, eval_every=250, checkpoint_every=100, tower="final")
+PLAN_V2 = dict(  # from world-clip v3's supervised tower, 8 questions per image, auxiliary scene heads
+    steps=500, batch=32, lr=1.5e-3, warmup=60, vision_lr_scale=0.5, pool=12000, k=8, p_caption=0.1,
+    sup_weight=0.5, kind_weight=KIND_WEIGHT, eval_n=80, eval_every=125, checkpoint_every=50,
+    tower="warmup")
+PLANS = {"v1": PLAN_V1, "v2": PLAN_V2}
+PLAN = PLAN_V1  # the committed weights; v2 was tried (see the model card)
 
 
 def _lr(step, total, base, warmup=100):

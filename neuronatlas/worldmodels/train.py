@@ -112,8 +112,8 @@ def train_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
               minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-time cap (safety stop)."),
               seed: int = typer.Option(0, "--seed", help="Training seed."),
               threads: int = typer.Option(2, "--threads", help="torch threads (1 on a busy machine)."),
-              plan: Optional[str] = typer.Option(None, "--plan", help="world-clip schedule (default: "
-                                                 "the one of the committed weights, v3)."),
+              plan: Optional[str] = typer.Option(None, "--plan", help="Schedule: world-clip v1 | v3, "
+                                                 "world-llava v1 | v2 (default: the committed one)."),
               clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="world-llava: "
                                                          "the world-clip directory whose warm-up tower "
                                                          "(warmup_vision.safetensors) it starts from "
@@ -121,9 +121,10 @@ def train_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
     """Train a world model from scratch (deterministic given --seed; ~30 min on 2 CPU cores)."""
     kwargs = {}
     if plan:
-        if name != "world-clip":
-            raise typer.BadParameter("--plan is for world-clip")
-        from .clip import PLANS
+        if name == "world-clip":
+            from .clip import PLANS
+        else:
+            from .llava import PLANS
 
         if plan not in PLANS:
             raise typer.BadParameter(f"unknown plan {plan!r}; choose one of {', '.join(PLANS)}")

@@ -124,14 +124,14 @@ def test_llava_trains_from_world_clip_warmup_tower(tmp_path):
     import os
 
     from neuronatlas.worldmodels.clip import TOWER_FILE, load_tower
-    from neuronatlas.worldmodels.llava import TINY_TEXT, train_llava
+    from neuronatlas.worldmodels.llava import PLAN_V2, TINY_TEXT, train_llava
 
     clip_dir = str(tmp_path / "clip")
     _tiny_clip(out_dir=clip_dir)
     vcfg, state = load_tower(os.path.join(clip_dir, TOWER_FILE))
     assert vcfg.hidden_size == 32 and vcfg.image_size == 32
     out = str(tmp_path / "llava")
-    plan = dict(steps=6, batch=8, pool=32, eval_n=8, eval_every=3, checkpoint_every=4, warmup=2)
+    plan = dict(PLAN_V2, steps=6, batch=8, pool=32, eval_n=8, eval_every=3, checkpoint_every=4, warmup=2)
     model, _, hist = train_llava(out, clip_weights=clip_dir, plan=plan, text=TINY_TEXT, log=lambda *a: None,
                                  workers=1)
     assert len(hist) == 6 and all(h["sup"] > 0 for h in hist)
@@ -160,3 +160,26 @@ def test_every_clip_plan_runs_its_phases():
         assert all((h["con"] > 0) == bool(ph.get("contrastive")) for h, ph in
                    zip(hist, [ph for ph in plan["phases"] for _ in range(2)])), name
         assert model.config.vision_config.image_size == plan["image_size"]
+
+
+def test_llava_starting_towers_and_plans():
+    """Every world-llava plan names a starting tower; "final" is the committed world-clip's tower, and
+    "warmup" without a saved tower is a one-line UserError naming the fix."""
+    import os
+
+    import pytest
+
+    from neuronatlas.errors import UserError
+    from neuronatlas.worldmodels import weights_dir
+    from neuronatlas.worldmodels.llava import PLANS, starting_tower
+
+    assert {p["tower"] for p in PLANS.values()} <= {"final", "warmup"}
+    if os.path.isfile(os.path.join(weights_dir("world-clip"), "model.safetensors")):
+        from safetensors.torch import load_file
+
+        vcfg, state = starting_tower(None, "final")
+        saved = load_file(os.path.join(weights_dir("world-clip"), "model.safetensors"))
+        key = "embeddings.patch_embedding.weight"
+        assert torch.equal(state[key], saved["vision_model." + key]) and vcfg.hidden_size == 128
+    with pytest.raises(UserError, match="--clip-weights"):
+        starting_tower(os.path.dirname(__file__), "warmup")
