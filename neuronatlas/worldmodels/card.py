@@ -22,6 +22,12 @@ def _params(out_dir: str) -> dict:
     return counts
 
 
+def _world(spec) -> str:
+    if not spec:
+        return "full world"
+    return ", ".join(f"{k}={v}" for k, v in spec.items())
+
+
 def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int) -> str:
     with open(os.path.join(out_dir, "config.json")) as f:
         config = json.load(f)
@@ -48,26 +54,34 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             f"- projection {config['projection_dim']}",
             f"- parameters: {params['total']:,} (vision {params.get('vision', 0):,}, text "
             f"{params.get('text/language', 0):,}, other {params.get('other', 0):,})",
-            "- preprocessing: render (or resize) to 32x32, scale to [0, 1], normalise with mean = std = 0.5",
+            f"- preprocessing: render (or resize) to {v['image_size']}x{v['image_size']}, scale to [0, 1], "
+            "normalise with mean = std = 0.5",
             "", "## Training data and curriculum",
-            "World seed 10 + seed (`TRAIN_WORLD_SEED`), images rendered at 32 px (8x supersampled and "
-            "box-averaged), pre-rendered pools. Batch " + str(plan["batch"]) + ", AdamW lr "
-            + str(plan["lr"]) + " (150 warm-up steps, cosine to 5%), weight decay 0.05, grad clip 1.",
-            f"1. A1 ({plan['a1_steps']} steps): supervised vision warm-up on {plan['a1_pool']} single "
-            f"solid medium/large objects on gray/gradient backgrounds.",
-            f"2. A2 ({plan['a2_steps']} steps): the same supervision on {plan['a2_pool']} full-world "
-            "scenes (1-3 objects, all shapes, colours, textures, sizes, backgrounds).",
-            f"   Supervision: linear heads on the pooled CLS output predict shape / colour / texture / "
-            "size of the object in each slot (left / center / right / empty); heads on each patch token "
-            "predict shape / colour / texture of the object covering it (or background). The heads are "
-            "not part of the checkpoint.",
-            f"3. B ({plan['b_steps']} steps): contrastive CLIP loss (plus 0.5 x the supervised losses) on "
-            "the full-world pool (3/4 of each batch) and " + str(plan["single_pool"]) + " single-object "
-            "scenes (1/4). Texts: the full caption (50%) or a partial description of one object "
-            "(\"a red thing\", \"a small star on the left\", ...). Targets are multi-positive: every "
-            "text in the batch that is true of an image counts as its match.",
-            "The checkpoint kept is the one with the best zero-shot colour + shape on 300 held-out "
-            "images, checked every 200 steps of phase B and at the end.",
+            f"World seed 10 + seed (`TRAIN_WORLD_SEED`) plus a per-pool offset, images rendered at "
+            f"{v['image_size']} px (supersampled and box-averaged), pre-rendered pools: "
+            + "; ".join(f"`{k}` {p['n']} scenes (offset {p['offset']}, "
+                        f"{_world(p['world'])})" for k, p in plan["pools"].items())
+            + f". Batch {plan['batch']}, AdamW lr {plan['lr']} ({plan['warmup']} warm-up steps, one "
+            f"cosine to 5% over all phases), weight decay {plan['weight_decay']}, grad clip 1.",
+            *[f"{i + 1}. {ph['name']} ({ph['steps']} steps): "
+              + ("contrastive CLIP loss plus " + str(ph.get("sup_weight", 0.5)) + " x the supervised "
+                 "losses" if ph.get("contrastive") else "supervised vision warm-up")
+              + "; batches " + ", ".join(f"{share:.0%} `{k}`" for k, share in ph["mix"].items())
+              + "; head weights " + ", ".join(f"{k} {w}" for k, w in ph["heads"].items()) + "."
+              for i, ph in enumerate(plan["phases"])],
+            "Supervision (heads not part of the checkpoint): `slot` = linear heads on the pooled CLS "
+            "output predict shape / colour / texture / size of the object in each slot (left / center "
+            "/ right / empty); `patch` = heads on each patch token predict shape / colour / texture of "
+            "the object covering it (or background); `present` = position-free heads on the pooled "
+            "output predict which shapes / colours / textures are in the image (soft cross-entropy).",
+            "Contrastive texts: the full caption (50%) or a partial description of one object (\"a red "
+            "thing\", \"a small star on the left\", ...); multi-positive targets (every text in the "
+            "batch true of an image is its match).",
+            f"The checkpoint kept is the one with the best zero-shot colour + shape on {plan['eval_n']} "
+            f"validation images (world seed 998, disjoint from the test world), checked every "
+            f"{plan['eval_every']} steps of the contrastive phase and at the end. The vision tower "
+            "after the supervised phase is saved as `warmup_vision.safetensors` (world-llava starts "
+            "from it).",
             "", "## Held-out metrics (protocol)",
             "Zero-shot top-1 on 1000 held-out single-object images (world seed 999, full world: every "
             "texture, size, background): colour = argmax over the 11 prompts \"a {color} thing\", shape "
@@ -81,8 +95,9 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             "model and tokenizer are in `target.extras`.", "",
             "## Architecture",
             f"- vision tower: world-clip's (ViT {v['image_size']} px, patch {v['patch_size']}, hidden "
-            f"{v['hidden_size']}, {v['num_hidden_layers']} layers), initialised from the trained "
-            "world-clip and fine-tuned at 0.25x the learning rate",
+            f"{v['hidden_size']}, {v['num_hidden_layers']} layers), initialised from world-clip's "
+            f"{'tower after its supervised warm-up (warmup_vision.safetensors)' if plan.get('tower') == 'warmup' else 'final tower'}"
+            f" and fine-tuned at {plan['vision_lr_scale']}x the learning rate",
             f"- image features: all {config['image_seq_length']} tokens (CLS + patches; "
             f"vision_feature_select_strategy={config['vision_feature_select_strategy']!r}) of layer "
             f"{config['vision_feature_layer']}, GELU 2-layer projector",
@@ -91,31 +106,45 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             f"(image token id {config['image_token_index']})",
             f"- parameters: {params['total']:,} (vision {params.get('vision', 0):,}, language "
             f"{params.get('text/language', 0):,}, projector {params.get('other', 0):,})",
-            "- prompt: `<bos> <image>x65 QUESTION-WORDS` -> `ANSWER <eos>`; captioning: "
-            "`<bos> <image>x65 <caption>` -> `CAPTION <eos>` (the image token written 65 times)",
+            f"- prompt: `<bos> <image>x{config['image_seq_length']} QUESTION-WORDS` -> `ANSWER <eos>`; "
+            f"captioning: `<bos> <image>x{config['image_seq_length']} <caption>` -> `CAPTION <eos>` "
+            f"(the image token written {config['image_seq_length']} times)",
             "", "## Training data",
-            f"{plan['pool']} full-world scenes (world seed 1010 + seed), 32 px. {plan['steps']} steps of "
-            f"batch {plan['batch']} images, each with up to {plan['k']} questions of all kinds "
-            "(weights presence 3, shape 3, color 2, texture 1, position 1, size 0.7, count 0.5) in one "
-            "multi-turn row per image, and, for " + f"{plan.get('p_caption', 0.25):.0%}" + " of the images, "
-            "the caption as a last turn; loss on answer tokens only; vision tower at "
+            f"{plan['pool']} full-world scenes (world seed 1010 + seed), {v['image_size']} px. "
+            f"{plan['steps']} steps of batch {plan['batch']} images, each with up to {plan['k']} "
+            "questions of all kinds (weights " + ", ".join(f"{k} {w}" for k, w in plan["kind_weight"].items())
+            + ") in one multi-turn row per image, and, for " + f"{plan.get('p_caption', 0.25):.0%}"
+            + " of the images, the caption as a last turn; loss on answer tokens only, plus "
+            + f"{plan['sup_weight']} x world-clip's supervised scene losses (slot, patch and present heads "
+            "on the tower's output; not part of the checkpoint); vision tower at "
             + str(plan["vision_lr_scale"]) + "x the learning rate. AdamW lr "
-            f"{plan['lr']} (100 warm-up steps, cosine to 5%). The checkpoint kept is the best on 100 "
-            "held-out scenes (presence + color + shape accuracy), checked every 250 steps.",
+            f"{plan['lr']} ({plan['warmup']} warm-up steps, cosine to 5%). The checkpoint kept is the "
+            f"best on {plan['eval_n']} validation scenes (world seed 999, presence + color + shape "
+            f"accuracy; disjoint from the test world 1000), checked every {plan['eval_every']} steps.",
             "", "## Held-out metrics (protocol)",
             "On 300 held-out full-world scenes (world seed 1000, 1-3 objects): every presence "
             "(\"is there a red circle?\"), color (\"what color is the circle?\") and shape (\"what shape "
             "is the red thing?\") question `questions(scene)` gives; the greedy next token after the "
             "question must equal the one-word answer (argmax over the whole vocabulary).",
         ]
-    lines += ["", "## Result", "```", json.dumps(metrics, indent=1), "```", "",
+    by = metrics.get("by")
+    headline = {k: v for k, v in metrics.items() if k != "by"}
+    lines += ["", "## Result", "```", json.dumps(headline, indent=1), "```", ""]
+    if by:
+        lines += ["Zero-shot shape top-1 of the same test images, broken down (headline = all of them):", "",
+                  "| by | value | shape top-1 | n |", "|---|---|---|---|"]
+        lines += [f"| {attr} | {k} | {r['shape_top1']:.3f} | {r['n']} |"
+                  for attr, groups in by.items() for k, r in groups.items()]
+        lines += [""]
+    lines += [
               f"Seed {metrics.get('seed', 0)}; {metrics.get('steps')} steps; wall time "
               f"{metrics.get('train_seconds', 0) / 60:.1f} min on a shared 2-core CPU with torch threads = "
               f"{threads}. Checkpoint saved at step {state.get('step')}.", "",
               "Reproduce:", "```",
               f"neuronatlas zoo eval {name}        # = python -m neuronatlas.worldmodels.train eval {name}",
               f"neuronatlas zoo train {name} --out DIR --seed 0"
-              + (" --threads 1" if threads == 1 else "") + "   # retrain (world-llava reads world-clip's committed weights)",
+              + (" --threads 1" if threads == 1 else "") + "   # retrain (world-llava starts from the "
+              "committed world-clip's warmup_vision.safetensors; --clip-weights DIR for another)",
               "```",
               "Training is deterministic given the seed and thread count (fixed data order and step "
               "counts); `--minutes` is only a safety stop."]

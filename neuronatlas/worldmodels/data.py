@@ -3,8 +3,8 @@ ground-truth labels (per-slot attributes, per-patch attributes), and text for co
 
 Images are rendered directly at the model's size (32 px; the renderer draws at 8x and box-averages,
 the same as rendering at 64 and area-downsampling) and normalised with mean = std = 0.5.
-Worlds: training uses world seed `TRAIN_WORLD_SEED + seed`, held-out evaluation `EVAL_WORLD_SEED`;
-scenes are a pure function of (world seed, index), so both are reproducible and disjoint.
+Worlds: training uses world seeds `TRAIN_WORLD_SEED + seed (+ offsets)`, checkpoint selection
+`VAL_WORLD_SEED` (and +1 for world-llava), held-out evaluation `EVAL_WORLD_SEED` (and +1); scenes are a pure function of (world seed, index), so both are reproducible and disjoint.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from ..data.world import CONCEPTS, SceneOptions, caption, render_labels, sample_
 from ..data.world.vocab import phrase
 
 TRAIN_WORLD_SEED = 10
-EVAL_WORLD_SEED = 999
+EVAL_WORLD_SEED = 999  # held-out test world: the model cards' metrics, never used for selection
+VAL_WORLD_SEED = 998  # validation world: checkpoint selection during training
 ATTRS = ("shape", "color", "texture", "size")
 NAMES = {a: CONCEPTS.names(a) for a in ATTRS + ("background",)}
 SLOTS = ("left", "center", "right")

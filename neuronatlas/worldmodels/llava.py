@@ -12,11 +12,13 @@ Prompt format (ids, no chat template):
 The image token is written once per image feature (65 times): transformers does not expand it when
 input_ids are built by hand. Labels are the unshifted input ids on the answer (and <eos>) only.
 
-Training (`train_llava`, deterministic given the seed): full-world scenes (1-3 objects), one
-multi-turn row per image: up to 4 questions of every kind `questions(scene)` gives (presence, color
-and shape favoured), in random order, then for a quarter of the images the caption as a last turn;
-loss on the answer tokens only; AdamW, vision tower at 0.25x the learning rate. Evaluation asks one
-question per row (the first turn).
+Training (`train_llava`, deterministic given the seed, resumable; PLANS below): full-world scenes
+(1-3 objects), one multi-turn row per image: up to k questions of every kind `questions(scene)` gives
+(presence, color and shape favoured), in random order, then for some images the caption as a last
+turn; loss on the answer tokens only, plus (plan v2) world-clip's supervised scene losses on the
+tower's output; AdamW, the vision tower at a fraction of the learning rate. The tower starts from
+the committed world-clip (plan v1, "final") or from the tower world-clip saved after its supervised
+phase (plan v2, "warmup"). Evaluation asks one question per row (the first turn).
 """
 
 from __future__ import annotations
@@ -58,20 +60,25 @@ def make_config(vision_config, text: dict = TEXT, vocab_size: int | None = None)
     return config
 
 
-def build_model(clip=None, text: dict = TEXT, seed: int = 0, vision_cfg: dict | None = None):
-    """A fresh world-llava; with `clip` (a CLIPModel) its vision tower starts from clip's."""
+def build_model(clip=None, text: dict = TEXT, seed: int = 0, vision_cfg: dict | None = None,
+                vision_config=None, tower_state: dict | None = None):
+    """A fresh world-llava; with `clip` (a CLIPModel) its vision tower starts from clip's, with
+    `vision_config` + `tower_state` from that vision config and state dict."""
     from transformers import LlavaForConditionalGeneration
 
-    from .clip import CONFIG, make_config as clip_config
+    from .clip import CONFIG, make_config as clip_config, plan_config, PLAN as CLIP_PLAN
 
     torch.manual_seed(seed)
-    vcfg = clip.config.vision_config if clip is not None else \
-        clip_config(dict(CONFIG, vision=vision_cfg or CONFIG["vision"])).vision_config
-    model = LlavaForConditionalGeneration(make_config(vcfg, text))
     if clip is not None:
+        vision_config, tower_state = clip.config.vision_config, clip.vision_model.state_dict()
+    if vision_config is None:
+        base = dict(CONFIG, vision=vision_cfg) if vision_cfg else plan_config(CLIP_PLAN)
+        vision_config = clip_config(base).vision_config
+    model = LlavaForConditionalGeneration(make_config(vision_config, text))
+    if tower_state is not None:
         tower = model.model.vision_tower
         tower = getattr(tower, "vision_model", tower)  # transformers 5.x: no vision_model wrapper
-        tower.load_state_dict(clip.vision_model.state_dict())
+        tower.load_state_dict(tower_state)
     return model
 
 
@@ -123,19 +130,21 @@ def generate_caption(model, tokenizer, pixels: torch.Tensor, max_new_tokens: int
     return answer_batch(model, tokenizer, pixels, [None] * len(pixels), max_new_tokens)
 
 
-KIND_WEIGHT = {"presence": 3.0, "color": 2.0, "shape": 3.0, "texture": 1.0, "size": 0.7,
-               "position": 1.0, "count": 0.5}
+KIND_WEIGHT = {"presence": 4.0, "color": 3.0, "shape": 3.0, "texture": 0.7, "size": 0.5,
+               "position": 1.0, "count": 0.3}
 
 
-def sample_items(scene, rng: random.Random, k: int = 4, p_caption: float = 0.25):
-    """(question or None for the caption, answer) pairs for one training image."""
+def sample_items(scene, rng: random.Random, k: int = 4, p_caption: float = 0.25,
+                 kind_weight: dict = KIND_WEIGHT):
+    """(question or None for the caption, answer) pairs for one training image: k questions drawn
+    without replacement, favouring kinds by kind_weight, in random order; the caption last."""
     from ..data.world import caption, questions
 
     qs = questions(scene)
     items = []
     pool = list(qs)
     for _ in range(min(k, len(pool))):
-        w = [KIND_WEIGHT[q.kind] for q in pool]
+        w = [kind_weight[q.kind] for q in pool]
         q = rng.choices(pool, weights=w)[0]
         pool.remove(q)
         items.append((q.question, q.answer))
@@ -169,8 +178,17 @@ def batch_loss(model, tokenizer, pixels, items_per_image):
     return model(input_ids=ids, pixel_values=pixels, attention_mask=mask, labels=lab).loss
 
 
-PLAN = dict(steps=1300, batch=32, lr=1e-3, vision_lr_scale=0.25, pool=24000, k=4, eval_n=100,
-            p_caption=0.25)
+PLAN_V1 = dict(  # the first schedule: from world-clip's final tower, answer loss only
+    steps=1300, batch=32, lr=1e-3, warmup=100, vision_lr_scale=0.25, pool=24000, k=4, p_caption=0.25,
+    sup_weight=0.0, kind_weight=dict(presence=3.0, color=2.0, shape=3.0, texture=1.0, size=0.7,
+                                     position=1.0, count=0.5),
+    eval_n=100, eval_every=250, checkpoint_every=100, tower="final")
+PLAN_V2 = dict(  # from world-clip v3's supervised tower, 8 questions per image, auxiliary scene heads
+    steps=500, batch=32, lr=1.5e-3, warmup=60, vision_lr_scale=0.5, pool=12000, k=8, p_caption=0.1,
+    sup_weight=0.5, kind_weight=KIND_WEIGHT, eval_n=80, eval_every=125, checkpoint_every=50,
+    tower="warmup")
+PLANS = {"v1": PLAN_V1, "v2": PLAN_V2}
+PLAN = PLAN_V1  # the committed weights; v2 was tried (see the model card)
 
 
 def _lr(step, total, base, warmup=100):
@@ -180,66 +198,147 @@ def _lr(step, total, base, warmup=100):
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
+def starting_tower(clip_weights: str | None, which: str):
+    """(vision config, vision state dict) world-llava starts from: world-clip's tower after its
+    supervised warm-up (`warmup_vision.safetensors`, which="warmup") or its final tower ("final")."""
+    import os
+
+    from . import weights_dir
+    from .clip import TOWER_FILE
+    from .zoo import load_world_model
+
+    path = clip_weights or weights_dir("world-clip")
+    if which == "warmup":
+        from .clip import load_tower
+
+        f = os.path.join(path, TOWER_FILE)
+        if not os.path.isfile(f):
+            from ..errors import UserError
+
+            raise UserError(f"no {TOWER_FILE} in {path}: world-llava starts from world-clip's tower "
+                            f"after the supervised phase of plan v3; train it first with `neuronatlas "
+                            f"zoo train world-clip --plan v3 --out DIR`, then pass --clip-weights DIR")
+        return load_tower(f)
+    clip, _ = load_world_model("world-clip", path)
+    return clip.config.vision_config, clip.vision_model.state_dict()
+
+
+class _TowerTap:
+    """Keeps the vision tower's last output (forward hook), for the supervised auxiliary heads."""
+
+    def __init__(self, tower):
+        self.out = None
+        self.handle = tower.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        # copy the fields now: LLaVA later overwrites output.pooler_output with the projected features
+        from types import SimpleNamespace
+
+        self.out = SimpleNamespace(last_hidden_state=output.last_hidden_state,
+                                   pooler_output=output.pooler_output)
+
+
 def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None = None,
                 clip_weights: str | None = None, plan: dict | None = None, text: dict = TEXT,
-                clip_model=None, log=print, eval_every: int = 250, workers: int = 2):
-    """Train world-llava from world-clip's vision tower; returns (model, tokenizer, history)."""
+                clip_model=None, log=print, workers: int = 2, resume: bool = True):
+    """Train world-llava from world-clip's vision tower; returns (model, tokenizer, history).
+    The loss is the language-model loss on the answers plus `sup_weight` x the supervised scene
+    losses of world-clip's warm-up (heads on the tower's output; not part of the checkpoint)."""
+    import os
+
+    from .clip import Heads
     from .metrics import llava_qa
-    from .zoo import load_world_model
 
     plan = dict(PLAN, **(plan or {}))
     t0 = time.time()
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
-    if clip_model is None:
-        clip_model, _ = load_world_model("world-clip", clip_weights)
-    model = build_model(clip_model, text, seed)
+    if clip_model is not None:
+        vcfg, vstate = clip_model.config.vision_config, clip_model.vision_model.state_dict()
+    else:
+        vcfg, vstate = starting_tower(clip_weights, plan["tower"])
+    model = build_model(None, text, seed, vision_config=vcfg, tower_state=vstate)
+    size, patch = vcfg.image_size, vcfg.patch_size
+    heads = Heads(vcfg.hidden_size)
+    tower = model.model.vision_tower
+    tap = _TowerTap(tower)
+    post_ln = getattr(tower, "vision_model", tower).post_layernorm
     log(f"world-llava: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; rendering pool")
-    pool = D.render_pool(D.TRAIN_WORLD_SEED + seed + 1000, 0, plan["pool"], None, workers=workers)
-    eval_pool = D.render_pool(D.EVAL_WORLD_SEED + 1, 0, plan["eval_n"], None)
+    pool = D.render_pool(D.TRAIN_WORLD_SEED + seed + 1000, 0, plan["pool"], None, size=size, patch=patch,
+                         workers=workers)
+    val_pool = D.render_pool(D.VAL_WORLD_SEED + 1, 0, plan["eval_n"], None, size=size, patch=patch)
     log(f"  pool rendered in {time.time() - t0:.0f}s")
-    vision = list(model.model.vision_tower.parameters())
+    vision = list(tower.parameters())
     vids = {id(p) for p in vision}
-    rest = [p for p in model.parameters() if id(p) not in vids]
+    rest = [p for p in model.parameters() if id(p) not in vids] + list(heads.parameters())
     opt = torch.optim.AdamW([{"params": rest, "scale": 1.0},
                              {"params": vision, "scale": plan["vision_lr_scale"]}],
                             lr=plan["lr"], weight_decay=0.01)
+    params = [p for g in opt.param_groups for p in g["params"]]
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
+    history, best, step = [], None, 0
+    resume_path = os.path.join(out_dir, "resume.pt") if out_dir else None
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+    if resume and resume_path and os.path.isfile(resume_path):
+        st = torch.load(resume_path, weights_only=False)
+        model.load_state_dict(st["model"])
+        heads.load_state_dict(st["heads"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        rng.setstate(st["rng"])
+        torch.set_rng_state(st["torch_rng"])
+        history, best, step = st["history"], st["best"], st["step"]
+        log(f"  resumed from {resume_path} at step {step}")
     deadline = t0 + minutes * 60 if minutes else None
-    history, best = [], None
     total = plan["steps"]
     model.train()
-    for step in range(1, total + 1):
+    while step < total:
         if deadline and time.time() > deadline:
-            log(f"  time budget reached at step {step - 1}")
+            log(f"  time budget reached at step {step}")
             break
         for g in opt.param_groups:
-            g["lr"] = _lr(step - 1, total, plan["lr"]) * g["scale"]
+            g["lr"] = _lr(step, total, plan["lr"], plan["warmup"]) * g["scale"]
         idx = torch.randint(len(pool), (plan["batch"],), generator=gen)
-        items = [sample_items(pool.scenes[i], rng, plan["k"], plan["p_caption"]) for i in idx.tolist()]
-        loss = batch_loss(model, tokenizer, pool.pixels(idx), items)
+        items = [sample_items(pool.scenes[i], rng, plan["k"], plan["p_caption"], plan["kind_weight"])
+                 for i in idx.tolist()]
+        lm = batch_loss(model, tokenizer, pool.pixels(idx), items)
+        sup = torch.tensor(0.0)
+        if plan["sup_weight"]:
+            sup, _ = heads.loss(tap.out, post_ln, pool.slots[idx], pool.patches[idx],
+                                dict(slot=1.0, patch=1.0, present=1.0))
+        loss = lm + plan["sup_weight"] * sup
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        rec = dict(step=step, loss=round(loss.item(), 4), t=round(time.time() - t0, 1))
+        step += 1
+        rec = dict(step=step, loss=round(lm.item(), 4), sup=round(sup.item(), 4), t=round(time.time() - t0, 1))
         history.append(rec)
         if step % 25 == 0:
-            log(f"  step {step}/{total} loss {rec['loss']:.3f}  {rec['t']:.0f}s")
-        if step % eval_every == 0 or step == total:
+            log(f"  step {step}/{total} answer loss {rec['loss']:.3f} sup {rec['sup']:.3f}  {rec['t']:.0f}s")
+        if step % plan["eval_every"] == 0 or step == total:
             model.eval()
-            m = llava_qa(model, tokenizer, eval_pool)
+            m = llava_qa(model, tokenizer, val_pool)
             model.train()
-            rec["eval"] = m
-            log(f"  eval step {step}: {m}")
+            rec["val"] = m
+            log(f"  validation step {step}: {m}")
             score = m["presence_acc"] + m["color_acc"] + m["shape_acc"]
             if out_dir and (best is None or score >= best):
                 best = score
-                save(model, tokenizer, out_dir, extra=dict(step=step, eval=m))
+                save(model, tokenizer, out_dir, extra=dict(step=step, val=m))
+        if resume_path and step % plan["checkpoint_every"] == 0 and step < total:
+            torch.save(dict(model=model.state_dict(), heads=heads.state_dict(), opt=opt.state_dict(),
+                            gen=gen.get_state(), rng=rng.getstate(), torch_rng=torch.get_rng_state(),
+                            history=history, best=best, step=step), resume_path + ".tmp")
+            os.replace(resume_path + ".tmp", resume_path)
+    tap.handle.remove()
     model.eval()
     if out_dir and best is None:
-        save(model, tokenizer, out_dir, extra=dict(step=len(history)))
+        save(model, tokenizer, out_dir, extra=dict(step=step))
+    if resume_path and step >= total and os.path.isfile(resume_path):
+        os.remove(resume_path)
     return model, tokenizer, history
 
 

@@ -23,31 +23,58 @@ def clip_prompts():
 
 
 @torch.no_grad()
-def clip_zero_shot(model, tokenizer, pool: D.Pool, batch: int = 256) -> dict:
+def clip_predictions(model, tokenizer, pool: D.Pool, batch: int = 256) -> tuple[list[str], list[str]]:
+    """Zero-shot (colour, shape) predicted for each single-object image of the pool."""
     from .clip import encode_images, encode_texts
 
     color_prompts, shape_prompts = clip_prompts()
     tc = torch.nn.functional.normalize(encode_texts(model, tokenizer, color_prompts), dim=-1)
     ts = torch.nn.functional.normalize(encode_texts(model, tokenizer, shape_prompts), dim=-1)
-    hits_c = hits_s = 0
+    colors, shapes = [], []
     for i in range(0, len(pool), batch):
         idx = torch.arange(i, min(i + batch, len(pool)))
         img = torch.nn.functional.normalize(encode_images(model, pool.pixels(idx)), dim=-1)
-        pc, ps = (img @ tc.T).argmax(1), (img @ ts.T).argmax(1)
-        for k, j in enumerate(idx.tolist()):
-            o = pool.scenes[j].objects[0]
-            hits_c += int(D.NAMES["color"][pc[k]] == o.color)
-            hits_s += int(D.NAMES["shape"][ps[k]] == o.shape)
+        colors += [D.NAMES["color"][k] for k in (img @ tc.T).argmax(1).tolist()]
+        shapes += [D.NAMES["shape"][k] for k in (img @ ts.T).argmax(1).tolist()]
+    return colors, shapes
+
+
+def clip_zero_shot(model, tokenizer, pool: D.Pool, batch: int = 256) -> dict:
+    colors, shapes = clip_predictions(model, tokenizer, pool, batch)
+    objs = [s.objects[0] for s in pool.scenes]
     n = len(pool)
+    hits_c = sum(c == o.color for c, o in zip(colors, objs))
+    hits_s = sum(s == o.shape for s, o in zip(shapes, objs))
     return {"color_top1": round(hits_c / n, 4), "shape_top1": round(hits_s / n, 4), "n": n}
 
 
-def clip_eval_pool(n: int = 1000, start: int = 0) -> D.Pool:
-    return D.render_pool(D.EVAL_WORLD_SEED, start, n, D.spec_options({"n_objects": [1, 1]}))
+def clip_breakdown(model, tokenizer, pool: D.Pool) -> dict:
+    """Zero-shot shape top-1 (and n) per object size, texture and background of the pool's images."""
+    _, shapes = clip_predictions(model, tokenizer, pool)
+    out: dict = {}
+    for attr in ("size", "texture", "background"):
+        groups: dict = {}
+        for s, scene in zip(shapes, pool.scenes):
+            o = scene.objects[0]
+            key = scene.background if attr == "background" else getattr(o, attr)
+            g = groups.setdefault(key, [0, 0])
+            g[0] += int(s == o.shape)
+            g[1] += 1
+        out[attr] = {k: {"shape_top1": round(h / n, 3), "n": n} for k, (h, n) in sorted(groups.items())}
+    return out
 
 
-def llava_eval_pool(n: int = 500, start: int = 0) -> D.Pool:
-    return D.render_pool(D.EVAL_WORLD_SEED + 1, start, n, None)
+def clip_eval_pool(n: int = 1000, start: int = 0, size: int = 32) -> D.Pool:
+    """Held-out single-object test images at the model's input size (`image_size(model)`)."""
+    return D.render_pool(D.EVAL_WORLD_SEED, start, n, D.spec_options({"n_objects": [1, 1]}), size=size)
+
+
+def llava_eval_pool(n: int = 500, start: int = 0, size: int = 32) -> D.Pool:
+    return D.render_pool(D.EVAL_WORLD_SEED + 1, start, n, None, size=size)
+
+
+def image_size(model) -> int:
+    return model.config.vision_config.image_size
 
 
 LLAVA_KINDS = ("presence", "color", "shape")

@@ -54,6 +54,13 @@ def train(name: str, out_dir: Optional[str] = None, minutes: Optional[float] = N
 
         model, tokenizer, history = train_llava(out_dir, seed=seed, minutes=minutes, log=log, **kwargs)
     wall = time.time() - t0
+    return finish(name, out_dir, history, wall, seed, threads, kwargs.get("plan"), log)
+
+
+def finish(name: str, out_dir: str, history: list, wall: float, seed: int, threads: int,
+           plan: Optional[dict] = None, log=print) -> dict:
+    """After training: write train_log.jsonl, evaluate the saved checkpoint on the held-out test
+    world, write metrics.json and MODEL_CARD.md. Returns the metrics."""
     with open(os.path.join(out_dir, "train_log.jsonl"), "w") as f:
         for rec in history:
             f.write(json.dumps(rec) + "\n")
@@ -69,7 +76,7 @@ def train(name: str, out_dir: Optional[str] = None, minutes: Optional[float] = N
         from .clip import PLAN
     else:
         from .llava import PLAN
-    write_card(name, out_dir, metrics, dict(PLAN, **(kwargs.get("plan") or {})), threads)
+    write_card(name, out_dir, metrics, dict(PLAN, **(plan or {})), threads)
     return metrics
 
 
@@ -82,12 +89,15 @@ def evaluate(name: str, weights: Optional[str] = None, n: Optional[int] = None) 
 
     torch.set_num_threads(2)
     model, tokenizer = load_world_model(name, weights)
+    size = M.image_size(model)
     if name == "world-clip":
         n = n or 1000
-        out = M.clip_zero_shot(model, tokenizer, M.clip_eval_pool(n))
+        pool = M.clip_eval_pool(n, size=size)
+        out = M.clip_zero_shot(model, tokenizer, pool)
+        out["by"] = M.clip_breakdown(model, tokenizer, pool)
     else:
         n = n or 300
-        out = M.llava_qa(model, tokenizer, M.llava_eval_pool(n))
+        out = M.llava_qa(model, tokenizer, M.llava_eval_pool(n, size=size))
     return out
 
 
@@ -102,17 +112,19 @@ def train_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
               minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-time cap (safety stop)."),
               seed: int = typer.Option(0, "--seed", help="Training seed."),
               threads: int = typer.Option(2, "--threads", help="torch threads (1 on a busy machine)."),
-              plan: Optional[str] = typer.Option(None, "--plan", help="world-clip schedule: v1 or v2 "
-                                                 "(default: the one of the committed weights)."),
+              plan: Optional[str] = typer.Option(None, "--plan", help="Schedule: world-clip v1 | v3, "
+                                                 "world-llava v1 | v2 (default: the committed one)."),
               clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="world-llava: "
-                                                         "the world-clip checkpoint to start from "
+                                                         "the world-clip directory whose warm-up tower "
+                                                         "(warmup_vision.safetensors) it starts from "
                                                          "(default: the committed world-clip).")):
     """Train a world model from scratch (deterministic given --seed; ~30 min on 2 CPU cores)."""
     kwargs = {}
     if plan:
-        if name != "world-clip":
-            raise typer.BadParameter("--plan is for world-clip")
-        from .clip import PLANS
+        if name == "world-clip":
+            from .clip import PLANS
+        else:
+            from .llava import PLANS
 
         if plan not in PLANS:
             raise typer.BadParameter(f"unknown plan {plan!r}; choose one of {', '.join(PLANS)}")

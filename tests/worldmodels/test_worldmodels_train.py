@@ -6,21 +6,25 @@ import torch
 
 from neuronatlas.worldmodels import data as D
 
-TINY_PLAN = dict(a1_steps=12, a2_steps=0, b_steps=6, batch=32, lr=3e-3, a1_pool=128, a2_pool=128,
-                 b_pool=128, single_pool=64, eval_n=40)
+HEADS = dict(slot=1.0, patch=1.0, present=1.0)
+TINY_PLAN = dict(
+    image_size=32, patch=4, batch=32, lr=3e-3, warmup=4,
+    pools=dict(single=dict(offset=500, n=64, world=dict(n_objects=[1, 1])), full=dict(offset=0, n=128, world=None)),
+    phases=[dict(name="A", steps=12, mix=dict(single=0.5, full=0.5), heads=HEADS),
+            dict(name="B", steps=6, mix=dict(single=0.25, full=0.75), heads=HEADS, contrastive=True)],
+    eval_n=40, eval_every=10 ** 6, checkpoint_every=5)
 
 
-def _tiny_clip(seed=0):
+def _tiny_clip(seed=0, out_dir=None, **kw):
     from neuronatlas.worldmodels.clip import TINY, train_clip
 
     torch.manual_seed(seed)
-    return train_clip(None, seed=seed, cfg=TINY, plan=TINY_PLAN, log=lambda *a: None, eval_every=10 ** 6,
-                      workers=1)
+    return train_clip(out_dir, seed=seed, cfg=TINY, plan=TINY_PLAN, log=lambda *a: None, workers=1, **kw)
 
 
 def test_clip_training_smoke_loss_decreases_and_is_deterministic():
     model, tok, hist = _tiny_clip()
-    a1 = [h["loss"] for h in hist if h["phase"] == "A1"]
+    a1 = [h["loss"] for h in hist if h["phase"] == "A"]
     b = [h["con"] for h in hist if h["phase"] == "B"]
     assert len(a1) == 12 and len(b) == 6
     assert sum(a1[-3:]) < sum(a1[:3])
@@ -67,14 +71,26 @@ def test_llava_training_smoke_loss_decreases():
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
 
 
-def test_clip_shape_first_plan_runs():
-    from neuronatlas.worldmodels.clip import PLAN_V2, TINY, train_clip
+def test_clip_training_resumes_exactly_after_interruption(tmp_path):
+    """A run stopped at step 13 (its last state checkpoint: step 10) and resumed ends with the same
+    losses and weights as an uninterrupted run; the supervised tower is saved for world-llava."""
+    import os
 
-    plan = dict(TINY_PLAN, a1_steps=4, a2_steps=2, b_steps=2, heads=PLAN_V2["heads"],
-                a1_world=PLAN_V2["a1_world"])
-    _, _, hist = train_clip(None, cfg=TINY, plan=plan, log=lambda *a: None, eval_every=10 ** 6, workers=1)
-    assert [h["phase"] for h in hist] == ["A1"] * 4 + ["A2"] * 2 + ["B"] * 2
-    assert all(h["loss"] > 0 for h in hist)
+    from safetensors.torch import load_file
+
+    from neuronatlas.worldmodels.clip import RESUME_FILE, TOWER_FILE
+
+    _, _, ref = _tiny_clip(out_dir=str(tmp_path / "ref"))
+    assert os.path.isfile(tmp_path / "ref" / TOWER_FILE) and not os.path.isfile(tmp_path / "ref" / RESUME_FILE)
+    out = str(tmp_path / "cut")
+    _, _, part = _tiny_clip(out_dir=out, stop_at=13)
+    assert len(part) == 13 and os.path.isfile(os.path.join(out, RESUME_FILE))
+    _, _, resumed = _tiny_clip(out_dir=out)
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in ref]
+    assert not os.path.isfile(os.path.join(out, RESUME_FILE))
+    a = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    b = load_file(os.path.join(out, "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_zoo_cli_eval_and_bad_name():
@@ -93,7 +109,77 @@ def test_zoo_cli_eval_and_bad_name():
         return
     res = runner.invoke(zoo_app, ["eval", "world-clip", "--n", "40"])
     assert res.exit_code == 0, res.output
-    import re
-
-    out = json.loads(re.findall(r"\{[^{}]*\}", res.output)[-1])  # progress bars aside
+    text = res.output[res.output.rindex('{"color_top1"'):]  # progress bars aside
+    out = json.loads(text.splitlines()[0])
     assert out["n"] == 40 and 0 <= out["shape_top1"] <= 1 and out["color_top1"] > 0.8
+    by_size = out["by"]["size"]
+    assert sum(g["n"] for g in by_size.values()) == 40
+    hits = sum(g["shape_top1"] * g["n"] for g in by_size.values())
+    assert abs(hits / 40 - out["shape_top1"]) < 0.01  # the breakdown partitions the headline
+
+
+def test_llava_trains_from_world_clip_warmup_tower(tmp_path):
+    """world-llava starts from the tower world-clip saved after its supervised phase (config in the
+    file's metadata), trains with the auxiliary scene heads, and keeps the validated checkpoint."""
+    import os
+
+    from neuronatlas.worldmodels.clip import TOWER_FILE, load_tower
+    from neuronatlas.worldmodels.llava import PLAN_V2, TINY_TEXT, train_llava
+
+    clip_dir = str(tmp_path / "clip")
+    _tiny_clip(out_dir=clip_dir)
+    vcfg, state = load_tower(os.path.join(clip_dir, TOWER_FILE))
+    assert vcfg.hidden_size == 32 and vcfg.image_size == 32
+    out = str(tmp_path / "llava")
+    plan = dict(PLAN_V2, steps=6, batch=8, pool=32, eval_n=8, eval_every=3, checkpoint_every=4, warmup=2)
+    model, _, hist = train_llava(out, clip_weights=clip_dir, plan=plan, text=TINY_TEXT, log=lambda *a: None,
+                                 workers=1)
+    assert len(hist) == 6 and all(h["sup"] > 0 for h in hist)
+    assert "val" in hist[2] and "val" in hist[5]
+    assert os.path.isfile(os.path.join(out, "model.safetensors"))
+    assert not os.path.isfile(os.path.join(out, "resume.pt"))
+    # the tower started from the saved one (patch embedding rows equal before training moved them)
+    from neuronatlas.worldmodels.llava import build_model
+
+    fresh = build_model(None, TINY_TEXT, vision_config=vcfg, tower_state=state)
+    assert torch.equal(fresh.model.vision_tower.embeddings.patch_embedding.weight,
+                       state["embeddings.patch_embedding.weight"])
+
+
+def test_every_clip_plan_runs_its_phases():
+    """Each named schedule (shrunk: 2 steps per phase, tiny pools) runs its phases in order at its
+    own input size, with the contrastive loss only where the plan asks for it."""
+    from neuronatlas.worldmodels.clip import PLANS, TINY, train_clip
+
+    for name, plan in PLANS.items():
+        small = dict(plan, batch=8, eval_n=8, eval_every=10 ** 6,
+                     pools={k: dict(p, n=16) for k, p in plan["pools"].items()},
+                     phases=[dict(ph, steps=2) for ph in plan["phases"]])
+        model, _, hist = train_clip(None, cfg=TINY, plan=small, log=lambda *a: None, workers=1)
+        assert [h["phase"] for h in hist] == [ph["name"] for ph in plan["phases"] for _ in range(2)], name
+        assert all((h["con"] > 0) == bool(ph.get("contrastive")) for h, ph in
+                   zip(hist, [ph for ph in plan["phases"] for _ in range(2)])), name
+        assert model.config.vision_config.image_size == plan["image_size"]
+
+
+def test_llava_starting_towers_and_plans():
+    """Every world-llava plan names a starting tower; "final" is the committed world-clip's tower, and
+    "warmup" without a saved tower is a one-line UserError naming the fix."""
+    import os
+
+    import pytest
+
+    from neuronatlas.errors import UserError
+    from neuronatlas.worldmodels import weights_dir
+    from neuronatlas.worldmodels.llava import PLANS, starting_tower
+
+    assert {p["tower"] for p in PLANS.values()} <= {"final", "warmup"}
+    if os.path.isfile(os.path.join(weights_dir("world-clip"), "model.safetensors")):
+        from safetensors.torch import load_file
+
+        vcfg, state = starting_tower(None, "final")
+        saved = load_file(os.path.join(weights_dir("world-clip"), "model.safetensors"))
+        key = "embeddings.patch_embedding.weight"
+        assert torch.equal(state[key], saved["vision_model." + key]) and vcfg.hidden_size == 128
+    with pytest.raises(UserError, match="--clip-weights"):
+        starting_tower(os.path.dirname(__file__), "warmup")

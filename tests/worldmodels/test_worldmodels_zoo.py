@@ -42,7 +42,8 @@ def test_world_clip_loads_with_vision_mlp_hook_points(clip_target):
     from neuronatlas.backends.scorer import ImageTextScorer
 
     t = clip_target
-    assert t.spec == "zoo:world-clip" and t.preprocess.size == 32
+    size = t.extras["model"].config.vision_config.image_size
+    assert t.spec == "zoo:world-clip" and t.preprocess.size == size and size in (32, 48, 64)
     fc1 = [n for n in t.hook_points if n.endswith("mlp.fc1")]
     assert fc1 == [f"vision_model.encoder.layers.{i}.mlp.fc1" for i in range(4)]
     for n in fc1:
@@ -56,10 +57,11 @@ def test_world_clip_loads_with_vision_mlp_hook_points(clip_target):
 
 
 def test_world_clip_reproduces_card_metrics(clip_target):
-    from neuronatlas.worldmodels.metrics import clip_eval_pool, clip_zero_shot
+    from neuronatlas.worldmodels.metrics import clip_eval_pool, clip_zero_shot, image_size
 
     card = _card_metrics("world-clip")
-    m = clip_zero_shot(clip_target.extras["model"], clip_target.extras["tokenizer"], clip_eval_pool(200))
+    model = clip_target.extras["model"]
+    m = clip_zero_shot(model, clip_target.extras["tokenizer"], clip_eval_pool(200, size=image_size(model)))
     assert abs(m["color_top1"] - card["color_top1"]) <= TOL, (m, card)
     assert abs(m["shape_top1"] - card["shape_top1"]) <= TOL, (m, card)
 
@@ -88,23 +90,25 @@ def test_world_clip_scorer_ranks_the_right_caption_first():
 
 def test_world_llava_loads_with_vision_mlp_hook_points(llava_target):
     t = llava_target
-    assert t.spec == "zoo:world-llava" and t.preprocess.size == 32
+    size = t.extras["model"].config.vision_config.image_size
+    assert t.spec == "zoo:world-llava" and t.preprocess.size == size
     fc1 = [n for n in t.hook_points if n.endswith("mlp.fc1")]
     vision = [n for n in fc1 if "vision_tower" in n]
     assert vision == [f"model.vision_tower.encoder.layers.{i}.mlp.fc1" for i in range(4)]
     p = t.hook_points[vision[0]]
     assert p.layout.kind == "tokens" and p.layout.grid == (8, 8) and p.layout.cls_index == 0
-    out = t.forward(torch.zeros(2, 3, 32, 32))
+    out = t.forward(torch.zeros(2, 3, size, size))
     assert out.shape[:2] == (2, 65)
     n_params = sum(p.numel() for p in t.model.parameters())
     assert 1e6 < n_params < 4e6
 
 
 def test_world_llava_reproduces_card_metrics(llava_target):
-    from neuronatlas.worldmodels.metrics import llava_eval_pool, llava_qa
+    from neuronatlas.worldmodels.metrics import image_size, llava_eval_pool, llava_qa
 
     card = _card_metrics("world-llava")
-    m = llava_qa(llava_target.extras["model"], llava_target.extras["tokenizer"], llava_eval_pool(60))
+    model = llava_target.extras["model"]
+    m = llava_qa(model, llava_target.extras["tokenizer"], llava_eval_pool(60, size=image_size(model)))
     for k in ("presence", "color", "shape"):
         assert m[f"{k}_n"] >= 60
         assert abs(m[f"{k}_acc"] - card[f"{k}_acc"]) <= TOL + 0.02, (k, m, card)
