@@ -98,9 +98,9 @@ def _world_clip_ready(zoo: dict) -> bool:
 
 
 def _describe_all(run, scorer: str, concepts: str, console: Console) -> None:
-    from neuronatlas.describe import METHODS, describe
+    from neuronatlas.describe import describe, methods_for
 
-    for method in METHODS:
+    for method in methods_for(run):
         options = {"scorer": scorer, "concepts": concepts} if method == "clip-dissect" else {}
         describe(run, method, **options)
         console.print(f"  described {run.path.name} with {method}")
