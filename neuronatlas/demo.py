@@ -138,15 +138,11 @@ def _world_clip_ready(zoo: dict) -> bool:
 
 
 def _describe_all(run, scorer: str, concepts: str, console: Console, vlm: bool = False) -> None:
-    from neuronatlas.describe import METHODS, describe
+    from neuronatlas.describe import describe, methods_for
 
-    from neuronatlas.run import second_order_layers
-
-    for method in METHODS:
+    for method in methods_for(run):
         options = {"scorer": scorer, "concepts": concepts} if method == "clip-dissect" else {}
-        if method == "second-order":  # labels from the lens's effects, where they were computed
-            if not second_order_layers(run.path):
-                continue
+        if method == "second-order":  # the lens's effects in this run, decomposed over the concepts
             options = {"concepts": concepts, "progress": False}
         if method == "vlm":  # world-llava captions 4 exemplars a unit (cached: shared images once)
             if not vlm:

@@ -51,10 +51,10 @@ def _value(summary, metric: str, method: str, kind: str = "all", other=None) -> 
 
 
 def _describe_all(run, scorer: str, concepts: str, log) -> dict[str, float]:
-    from neuronatlas.describe import METHODS, describe
+    from neuronatlas.describe import describe, methods_for
 
     seconds = {}
-    for method in METHODS:
+    for method in methods_for(run):
         if method == "vlm":  # needs a VLM (--vlm); its numbers are in docs/methods/vlm.md
             continue
         t = time.time()

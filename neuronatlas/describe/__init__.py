@@ -30,6 +30,15 @@ METHODS: dict[str, str] = {
 }
 
 
+def methods_for(run) -> list[str]:
+    """The methods that can label `run` (a Run or its path): every method, except second-order
+    unless the run holds second-order effects (`neuronatlas lens second-order ... --out RUN`)."""
+    from ..run import second_order_layers
+
+    path = getattr(run, "path", run)
+    return [m for m in METHODS if m != "second-order" or second_order_layers(path)]
+
+
 def describe(run, method: str = "clip-dissect", name: str | None = None, **options):
     """Run labeler `method` on `run` (a Run or its path) and store its labels under `name`
     (default: the method, see above). Returns the labels table."""
@@ -56,4 +65,4 @@ def describe(run, method: str = "clip-dissect", name: str | None = None, **optio
     return df
 
 
-__all__ = ["METHODS", "describe"]
+__all__ = ["METHODS", "describe", "methods_for"]

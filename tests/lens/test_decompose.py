@@ -260,3 +260,11 @@ def test_no_second_order_effects_is_a_clear_error(tmp_path):
 
     with pytest.raises(UserError, match="no second-order effects.*lens second-order"):
         second_order_results(tmp_path)
+
+
+def test_methods_for_offers_second_order_only_with_effects(world_clip_lens_run, tmp_path):
+    from neuronatlas.describe import METHODS, methods_for
+
+    out, _ = world_clip_lens_run
+    assert "second-order" in METHODS and "second-order" in methods_for(out)
+    assert "second-order" not in methods_for(tmp_path) and "netdissect" in methods_for(tmp_path)
