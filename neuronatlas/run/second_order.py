@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError, near_matches
-from .storage import (RowWriter, _atomic_write, _short, disk_errors, load_checkpoint,
-                      save_checkpoint, write_json, write_table)
+from .storage import (RowWriter, _atomic_write, disk_errors, load_checkpoint,
+                      refuse_other_identity, save_checkpoint, write_json, write_table)
 
 
 # -- the second-order lens (written by neuronatlas.lens, documented in docs/run-format.md) ----------
@@ -39,13 +39,8 @@ class SecondOrderStore:
         """Create lens.json, or check that an existing one has the same identity key."""
         if self.meta_path.exists():
             old = json.loads(self.meta_path.read_text())
-            diffs = [k for k in meta["key"] if old["key"].get(k) != meta["key"][k]]
-            if diffs:
-                f = diffs[0]
-                raise UserError(
-                    f"{self.dir} already holds second-order effects with a different {f} "
-                    f"({_short(old['key'].get(f))} vs {_short(meta['key'][f])}); refusing to mix them: "
-                    f"choose another --out directory or delete {self.dir}")
+            refuse_other_identity(old, meta, f"{self.dir} already holds second-order effects",
+                                  f"choose another --out directory or delete {self.dir}")
             return old
         with disk_errors(self.dir, resumable=False):
             self.dir.mkdir(parents=True, exist_ok=True)

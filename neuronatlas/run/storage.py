@@ -67,18 +67,23 @@ def create_or_verify(run: Path, meta: dict) -> dict:
     path = run / "run.json"
     if path.exists():
         old = read_meta(run)
-        diffs = [k for k in meta["key"] if old["key"].get(k) != meta["key"][k]]
-        if diffs:
-            field = diffs[0]
-            raise UserError(
-                f"{run} already holds a recording with a different {field} "
-                f"({_short(old['key'].get(field))} vs {_short(meta['key'][field])}); refusing to mix "
-                f"them: choose a new --out directory or delete the old run")
+        refuse_other_identity(old, meta, f"{run} already holds a recording",
+                              "choose a new --out directory or delete the old run")
         return old
     with disk_errors(run, resumable=False):
         run.mkdir(parents=True, exist_ok=True)
     write_json(path, meta)
     return meta
+
+
+def refuse_other_identity(old: dict, meta: dict, holder: str, fix: str) -> None:
+    """Raise when `old` (what a directory holds) has another identity key than `meta`: two results
+    of different models, data or settings are never mixed in one directory."""
+    diffs = [k for k in meta["key"] if old["key"].get(k) != meta["key"][k]]
+    if diffs:
+        field = diffs[0]
+        raise UserError(f"{holder} with a different {field} ({_short(old['key'].get(field))} vs "
+                        f"{_short(meta['key'][field])}); refusing to mix them: {fix}")
 
 
 def _short(v) -> str:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data as D
+from .resume import TrainingState
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
 
 IMAGE_SIZE, PATCH = 32, 4
@@ -196,7 +197,6 @@ def contrastive_loss(model, tokenizer, vout, scenes, rng: random.Random) -> torc
     return (li + lt) / 2
 
 
-RESUME_FILE = "resume.pt"  # training state, written every checkpoint_every steps, removed at the end
 
 
 def train_clip(out_dir: str | None = None, seed: int = 0, minutes: float | None = None,
@@ -206,8 +206,6 @@ def train_clip(out_dir: str | None = None, seed: int = 0, minutes: float | None 
     (zero-shot colour + shape on held-out validation images), `warmup_vision.safetensors` (the vision
     tower after the supervised phases, world-llava's starting point) and, every checkpoint_every
     steps, the full training state, from which an interrupted run resumes exactly."""
-    import os
-
     from .metrics import clip_zero_shot
 
     plan = dict(PLAN, **(plan or {}))
@@ -234,20 +232,8 @@ def train_clip(out_dir: str | None = None, seed: int = 0, minutes: float | None 
     total = sum(p["steps"] for p in phases)
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
-    history, best, step = [], None, 0
-    resume_path = os.path.join(out_dir, RESUME_FILE) if out_dir else None
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-    if resume and resume_path and os.path.isfile(resume_path):
-        st = torch.load(resume_path, weights_only=False)
-        model.load_state_dict(st["model"])
-        heads.load_state_dict(st["heads"])
-        opt.load_state_dict(st["opt"])
-        gen.set_state(st["gen"])
-        rng.setstate(st["rng"])
-        torch.set_rng_state(st["torch_rng"])
-        history, best, step = st["history"], st["best"], st["step"]
-        log(f"  resumed from {resume_path} at step {step}")
+    state = TrainingState(out_dir, model, heads, opt, gen, rng)
+    history, best, step = state.load(log) if resume else ([], None, 0)
     deadline = t0 + minutes * 60 if minutes else None
     ends = [sum(p["steps"] for p in phases[:k + 1]) for k in range(len(phases))]
     bsz = plan["batch"]
@@ -295,16 +281,13 @@ def train_clip(out_dir: str | None = None, seed: int = 0, minutes: float | None 
             if out_dir and (best is None or score >= best):
                 best = score
                 save(model, tokenizer, out_dir, extra=dict(step=step, val=m))
-        if resume_path and step % plan["checkpoint_every"] == 0 and step < total:
-            torch.save(dict(model=model.state_dict(), heads=heads.state_dict(), opt=opt.state_dict(),
-                            gen=gen.get_state(), rng=rng.getstate(), torch_rng=torch.get_rng_state(),
-                            history=history, best=best, step=step), resume_path + ".tmp")
-            os.replace(resume_path + ".tmp", resume_path)
+        if step % plan["checkpoint_every"] == 0 and step < total:
+            state.save(history, best, step)
     model.eval()
     if out_dir and best is None:
         save(model, tokenizer, out_dir, extra=dict(step=step))
-    if resume_path and step >= total and os.path.isfile(resume_path):
-        os.remove(resume_path)
+    if step >= total:
+        state.finish()
     log(f"  done at step {step} ({time.time() - t0:.0f}s)")
     return model, tokenizer, history
 

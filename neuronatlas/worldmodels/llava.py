@@ -28,9 +28,9 @@ import random
 import time
 
 import torch
-import torch.nn.functional as F
 
 from . import data as D
+from .resume import TrainingState
 from .tokenizer import BOS_ID, CAPTION_ID, EOS_ID, IMAGE_ID, PAD_ID, build_tokenizer
 
 TEXT = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
@@ -244,8 +244,6 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     """Train world-llava from world-clip's vision tower; returns (model, tokenizer, history).
     The loss is the language-model loss on the answers plus `sup_weight` x the supervised scene
     losses of world-clip's warm-up (heads on the tower's output; not part of the checkpoint)."""
-    import os
-
     from .clip import Heads
     from .metrics import llava_qa
 
@@ -277,20 +275,8 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     params = [p for g in opt.param_groups for p in g["params"]]
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
-    history, best, step = [], None, 0
-    resume_path = os.path.join(out_dir, "resume.pt") if out_dir else None
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-    if resume and resume_path and os.path.isfile(resume_path):
-        st = torch.load(resume_path, weights_only=False)
-        model.load_state_dict(st["model"])
-        heads.load_state_dict(st["heads"])
-        opt.load_state_dict(st["opt"])
-        gen.set_state(st["gen"])
-        rng.setstate(st["rng"])
-        torch.set_rng_state(st["torch_rng"])
-        history, best, step = st["history"], st["best"], st["step"]
-        log(f"  resumed from {resume_path} at step {step}")
+    state = TrainingState(out_dir, model, heads, opt, gen, rng)
+    history, best, step = state.load(log) if resume else ([], None, 0)
     deadline = t0 + minutes * 60 if minutes else None
     total = plan["steps"]
     model.train()
@@ -328,17 +314,14 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
             if out_dir and (best is None or score >= best):
                 best = score
                 save(model, tokenizer, out_dir, extra=dict(step=step, val=m))
-        if resume_path and step % plan["checkpoint_every"] == 0 and step < total:
-            torch.save(dict(model=model.state_dict(), heads=heads.state_dict(), opt=opt.state_dict(),
-                            gen=gen.get_state(), rng=rng.getstate(), torch_rng=torch.get_rng_state(),
-                            history=history, best=best, step=step), resume_path + ".tmp")
-            os.replace(resume_path + ".tmp", resume_path)
+        if step % plan["checkpoint_every"] == 0 and step < total:
+            state.save(history, best, step)
     tap.handle.remove()
     model.eval()
     if out_dir and best is None:
         save(model, tokenizer, out_dir, extra=dict(step=step))
-    if resume_path and step >= total and os.path.isfile(resume_path):
-        os.remove(resume_path)
+    if step >= total:
+        state.finish()
     return model, tokenizer, history
 
 

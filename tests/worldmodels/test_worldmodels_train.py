@@ -78,7 +78,8 @@ def test_clip_training_resumes_exactly_after_interruption(tmp_path):
 
     from safetensors.torch import load_file
 
-    from neuronatlas.worldmodels.clip import RESUME_FILE, TOWER_FILE
+    from neuronatlas.worldmodels.clip import TOWER_FILE
+    from neuronatlas.worldmodels.resume import RESUME_FILE
 
     _, _, ref = _tiny_clip(out_dir=str(tmp_path / "ref"))
     assert os.path.isfile(tmp_path / "ref" / TOWER_FILE) and not os.path.isfile(tmp_path / "ref" / RESUME_FILE)
