@@ -1,11 +1,14 @@
 """`neuronatlas demo`: the whole pipeline on the embedded default, offline, on a CPU.
 
 1. Synthetic units with known answers (`zoo:synthetic-units`) over procedural-world scenes: every
-   labeler that exists describes them, and the evaluation says how often each one is right.
+   labeler that exists describes them (CLIP-Dissect, NetDissect, VLM captions from zoo:world-llava),
+   the evaluation says how often each one is right, and a small blind human study is exported.
 2. Real pretrained EfficientNet-Lite0 (a mid block, the last conv layer, the 1000 logits) over world
    scenes plus the bundled photos: recorded with exemplar grids and heatmaps, labelled by CLIP-Dissect
    with a ConSE scorer, its logit units checked against their ImageNet class names.
-3. `zoo:world-clip`'s vision MLP neurons, when the trained weights are installed.
+3. `zoo:world-clip`'s vision MLP neurons (after GELU), when the trained weights are installed: their
+   second-order effects through the later attention heads (the CLIP second-order lens) and every
+   labeler, second-order text decomposition included.
 4. The atlas of the synthetic run, exported as a static site, and how to open or serve it.
 As more stages land they are added here.
 """
