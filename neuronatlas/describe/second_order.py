@@ -60,8 +60,17 @@ def label_neurons(path, layers=None, concepts=None, solver: str = "omp", n_terms
 
 def describe_second_order(run, layers=None, concepts=None, top: int | None = None,
                           solver: str = "omp", alpha: float = 1e-3, center: bool = True,
-                          scorer=None, progress: bool = True, **ignored):
-    """The describe() entry point (METHODS["second-order"]); `top` = terms per neuron (default 32)."""
+                          scorer=None, progress: bool = True, **other):
+    """The describe() entry point (METHODS["second-order"]); `top` = terms per neuron (default 32).
+    Options of other methods are refused rather than silently ignored (None values, which a CLI
+    passes for options left unset, are fine)."""
+    unknown = sorted(k for k, v in other.items() if v is not None)
+    if unknown:
+        from ..errors import UserError
+
+        raise UserError(f"describe --method second-order does not take {', '.join(unknown)}: it "
+                        f"decomposes the stored second-order effects (options: layers, concepts, "
+                        f"top, solver, alpha, center, scorer)")
     return label_neurons(run.path, layers, concepts, solver, top or 32, alpha, center, scorer,
                          progress)
 

@@ -191,6 +191,8 @@ def test_describe_second_order_labels(world_clip_lens_run):
     from neuronatlas.lens.decompose import model_of, text_dictionary
 
     out, results = world_clip_lens_run
+    with pytest.raises(UserError, match="does not take similarity"):
+        describe(out, "second-order", similarity="wpmi")
     describe(out, "second-order", top=8)
     run = na.open_run(out)
     labels = run.labels("second-order")
