@@ -15,17 +15,11 @@ from neuronatlas.atlas.export import export
 from neuronatlas.atlas.index import ensure_index
 from neuronatlas.atlas.queries import AtlasIndex, CompareQuery, UnitQuery
 from tests.atlas.test_atlas_index import QUERIES
+from tests.conftest import missing_tool as _missing
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _missing(why: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"{why}: the CI script must install it (apt-get install -y chromium; "
-                    f"pip install playwright)")
-    pytest.skip(why)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 from neuronatlas.study import import_responses, study_report
 from neuronatlas.study.agreement import cohen_kappa
 from neuronatlas.study.schema import COLUMNS
+from tests.conftest import missing_tool
 
 
 def simulated_answers(doc, run, annotator):
@@ -61,7 +62,7 @@ def reported(exports, study_run, tmp_path_factory):
     try:
         embedder = load_text_embedder("zoo:minilm", cache_dir=False)
     except Exception as exc:  # the wheel is part of the zoo install
-        pytest.skip(f"zoo:minilm unavailable: {exc}")
+        missing_tool(f"zoo:minilm unavailable: {exc}")
     tables = study_report(root / "study", embedder=embedder)
     return doc, answers, tables, root / "study" / "report"
 

@@ -12,6 +12,7 @@ import pytest
 from neuronatlas.errors import UserError
 from neuronatlas.study import import_responses
 from neuronatlas.study.responses import read_responses
+from tests.conftest import missing_tool
 from neuronatlas.study.schema import COLUMNS
 
 
@@ -105,7 +106,7 @@ def test_form_serialisers_round_trip_through_the_importer(exports, tmp_path):
     unchanged, including commas, quotes and newlines in the description."""
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not installed")
+        missing_tool("node is not installed")
     doc = exports["A"]
     page = (doc["dir"] / "form.html").read_text()
     lib = re.search(r'<script id="study-lib">(.*?)</script>', page, re.S).group(1)
@@ -136,7 +137,7 @@ def test_form_renders_every_grid_in_a_browser_from_file_url(exports, tmp_path):
     per grid with the grid's image and every field."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        pytest.skip("chromium is not installed")
+        missing_tool("chromium is not installed")
     doc = exports["A"]
     form = doc["dir"] / "form.html"
     out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
