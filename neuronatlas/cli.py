@@ -264,35 +264,20 @@ def _register_zoo() -> None:
 _register_zoo()
 
 
-def _register_study() -> None:
-    """`neuronatlas study export|import|report`: blind human-interpretability studies."""
+def _register_features() -> None:
+    """Command groups that live with their feature: `study`, `atlas`, `lens`."""
+    from .atlas.cli import atlas
+    from .lens.cli import lens_app
     from .study.cli import study_app
 
     app.add_typer(study_app, name="study", help="Blind human studies: export, import, report.")
-
-
-_register_study()
-
-
-def _register_atlas() -> None:
-    """`neuronatlas atlas RUN --serve | --export DIR`: the web atlas (lives in neuronatlas/atlas)."""
-    from .atlas.cli import atlas
-
     app.command()(atlas)
-
-
-_register_atlas()
-
-
-def _register_lens() -> None:
-    """`neuronatlas lens second-order|ablate`: the CLIP second-order lens."""
-    from .lens.cli import lens_app
-
     app.add_typer(lens_app, name="lens", help="CLIP second-order lens: neuron effects through later "
-                                              "attention heads, rank-1 PCs, ablations.")
+                                              "attention heads, rank-1 PCs, ablations, text "
+                                              "decomposition, segmentation, adversarial images.")
 
 
-_register_lens()
+_register_features()
 
 
 def main() -> None:
