@@ -115,6 +115,7 @@ def _study(run, out: Path, console: Console, small: bool) -> None:
     console.print(f"  blind study: {doc['n_items']} grids ({doc['n_controls']} controls) and "
                   f"form.html in {grids}; the mapping is {mapping}")
 
+
 def _atlas(console: Console, run, out: Path, small: bool) -> None:
     """Export the synthetic run's atlas (fast: 111 units) and say how to open it or serve any run."""
     from neuronatlas.errors import UserError
@@ -143,15 +144,17 @@ def _world_clip_ready(zoo: dict) -> bool:
 def _describe_all(run, scorer: str, concepts: str, console: Console, vlm: bool = False) -> None:
     from neuronatlas.describe import describe, methods_for
 
+    options = {
+        "clip-dissect": {"scorer": scorer, "concepts": concepts},
+        # the lens's effects in this run, decomposed over the concepts
+        "second-order": {"concepts": concepts, "progress": False},
+        # world-llava captions 4 exemplars a unit (cached: images shared by units once)
+        "vlm": {"vlm": "zoo:world-llava", "k": 4, "n_background": 16, "show_progress": False},
+    }
     for method in methods_for(run):
-        options = {"scorer": scorer, "concepts": concepts} if method == "clip-dissect" else {}
-        if method == "second-order":  # the lens's effects in this run, decomposed over the concepts
-            options = {"concepts": concepts, "progress": False}
-        if method == "vlm":  # world-llava captions 4 exemplars a unit (cached: shared images once)
-            if not vlm:
-                continue
-            options = {"vlm": "zoo:world-llava", "k": 4, "n_background": 16, "show_progress": False}
-        describe(run, method, **options)
+        if method == "vlm" and not vlm:
+            continue
+        describe(run, method, **options.get(method, {}))
         console.print(f"  described {run.path.name} with {method}")
 
 
