@@ -88,11 +88,18 @@ def browse(page, start: str, atlas_run):
     wait_ready(page, "units")
     page.fill("#q", label)
     page.press("#q", "Enter")
+    want = AtlasIndex(ensure_index(atlas_run)[0]).list_units(UnitQuery(q=label))["total"]
+    # the unfiltered list may already show the unit: wait for the searched list, not for the link
+    from playwright.sync_api import TimeoutError as PageTimeout
+
+    try:
+        page.wait_for_function("want => (document.querySelector('#result-count') || {})"
+                               ".textContent?.startsWith(want)", arg=f"{want} unit", timeout=60000)
+    except PageTimeout:
+        pass  # the assertion below says what the page showed instead
+    assert page.inner_text("#result-count").startswith(f"{want} unit")
     link = page.locator(f"a.unit-link:text-is('{unit}')")
     link.wait_for(timeout=60000)
-    count = page.inner_text("#result-count")
-    want = AtlasIndex(ensure_index(atlas_run)[0]).list_units(UnitQuery(q=label))["total"]
-    assert count.startswith(f"{want} unit")
     link.click()
     wait_ready(page, "unit")
     assert page.inner_text("#unit-title") == unit

@@ -147,7 +147,11 @@ def test_concurrency_limit_is_respected(server):
     out = c.chat_many(reqs, on_result=lambda i, r: seen.append(i))
     assert len(out) == 12 and sorted(seen) == list(range(12))
     assert server.max_in_flight == 3
-    # callers in several threads share the one limit
+    # callers in several threads share the one limit; the server counts a request as in flight
+    # until its handler returns, a moment after the client has the reply: let those finish first
+    deadline = time.monotonic() + 10
+    while server.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
     server.max_in_flight = 0
     c2 = client(server, concurrency=2)
     threads = [threading.Thread(target=c2.chat, args=(ChatRequest.user(f"x{i}", [red()]),))
