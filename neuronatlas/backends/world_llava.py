@@ -59,7 +59,7 @@ class WorldLlavaClient(ChatClient):
         return None
 
     def _complete(self, request: ChatRequest) -> ChatResponse:
-        from ..worldmodels.llava import answer_batch, prompt_ids
+        from ..worldmodels.llava import answer_batch, prompt_ids, prompt_order
 
         images = [im for m in request.messages if m.role == "user" for im in m.images()]
         if not images:
@@ -72,7 +72,8 @@ class WorldLlavaClient(ChatClient):
         with self._lock, torch.no_grad():
             answers = answer_batch(self.model, self.tokenizer, pixels, [q] * len(images), n_new)
         n_img = self.model.config.image_seq_length
-        prompt = sum(len(prompt_ids(self.tokenizer, n_img, q)) for _ in images)
+        order = prompt_order(self.model.config)
+        prompt = sum(len(prompt_ids(self.tokenizer, n_img, q, order)) for _ in images)
         completion = sum(len(self.tokenizer(a, add_special_tokens=False)["input_ids"]) + 1
                          for a in answers)
         return ChatResponse("\n".join(a.strip() for a in answers), prompt, completion)

@@ -28,6 +28,16 @@ def _world(spec) -> str:
     return ", ".join(f"{k}={v}" for k, v in spec.items())
 
 
+def _llava_prompt_line(config: dict) -> str:
+    n = config["image_seq_length"]
+    if config.get("prompt_order", "image-first") == "question-first":
+        return (f"- prompt (question first, so the image tokens are read in the light of the question): "
+                f"`<bos> QUESTION-WORDS <image>x{n}` -> `ANSWER <eos>`; captioning: `<bos> <caption> "
+                f"<image>x{n}` -> `CAPTION <eos>` (the image token written {n} times)")
+    return (f"- prompt: `<bos> <image>x{n} QUESTION-WORDS` -> `ANSWER <eos>`; captioning: `<bos> "
+            f"<image>x{n} <caption>` -> `CAPTION <eos>` (the image token written {n} times)")
+
+
 def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int) -> str:
     with open(os.path.join(out_dir, "config.json")) as f:
         config = json.load(f)
@@ -81,7 +91,7 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             f"validation images (world seed 998, disjoint from the test world), checked every "
             f"{plan['eval_every']} steps of the contrastive phase and at the end. The vision tower "
             "after the supervised phase is saved as `warmup_vision.safetensors` (world-llava starts "
-            "from it).",
+            "from it in plans v2 and v3).",
             "", "## Held-out metrics (protocol)",
             "Zero-shot top-1 on 1000 held-out single-object images (world seed 999, full world: every "
             "texture, size, background): colour = argmax over the 11 prompts \"a {color} thing\", shape "
@@ -97,7 +107,8 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             f"- vision tower: world-clip's (ViT {v['image_size']} px, patch {v['patch_size']}, hidden "
             f"{v['hidden_size']}, {v['num_hidden_layers']} layers), initialised from world-clip's "
             f"{'tower after its supervised warm-up (warmup_vision.safetensors)' if plan.get('tower') == 'warmup' else 'final tower'}"
-            f" and fine-tuned at {plan['vision_lr_scale']}x the learning rate",
+            + (f" and fine-tuned at {plan['vision_lr_scale']}x the learning rate" if plan['vision_lr_scale']
+               else ", frozen (world-llava sees exactly those features)"),
             f"- image features: all {config['image_seq_length']} tokens (CLS + patches; "
             f"vision_feature_select_strategy={config['vision_feature_select_strategy']!r}) of layer "
             f"{config['vision_feature_layer']}, GELU 2-layer projector",
@@ -106,18 +117,21 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             f"(image token id {config['image_token_index']})",
             f"- parameters: {params['total']:,} (vision {params.get('vision', 0):,}, language "
             f"{params.get('text/language', 0):,}, projector {params.get('other', 0):,})",
-            f"- prompt: `<bos> <image>x{config['image_seq_length']} QUESTION-WORDS` -> `ANSWER <eos>`; "
-            f"captioning: `<bos> <image>x{config['image_seq_length']} <caption>` -> `CAPTION <eos>` "
-            f"(the image token written {config['image_seq_length']} times)",
+            _llava_prompt_line(config),
             "", "## Training data",
-            f"{plan['pool']} full-world scenes (world seed 1010 + seed), {v['image_size']} px. "
+            f"{plan['pool']} full-world scenes (world seed 1010 + seed), {v['image_size']} px"
+            + (f"; the first {plan['single_steps']} steps on {plan['single_pool']} one-object scenes "
+               "(world seed 1510 + seed)" if plan.get("single_steps") else "") + ". "
             f"{plan['steps']} steps of batch {plan['batch']} images, each with up to {plan['k']} "
             "questions of all kinds (weights " + ", ".join(f"{k} {w}" for k, w in plan["kind_weight"].items())
-            + ") in one multi-turn row per image, and, for " + f"{plan.get('p_caption', 0.25):.0%}"
-            + " of the images, the caption as a last turn; loss on answer tokens only, plus "
-            + f"{plan['sup_weight']} x world-clip's supervised scene losses (slot, patch and present heads "
-            "on the tower's output; not part of the checkpoint); vision tower at "
-            + str(plan["vision_lr_scale"]) + "x the learning rate. AdamW lr "
+            + (") in one multi-turn row per image" if config.get("prompt_order", "image-first") == "image-first"
+               else ") as one row per question (the image repeated in each)")
+            + ", and, for " + f"{plan.get('p_caption', 0.25):.0%}"
+            + " of the images, the caption as well; loss on answer tokens only"
+            + ((f", plus {plan['sup_weight']} x world-clip's supervised scene losses (slot, patch and "
+                "present heads on the tower's output; not part of the checkpoint)") if plan["sup_weight"] else "")
+            + (f"; vision tower at {plan['vision_lr_scale']}x the learning rate" if plan["vision_lr_scale"]
+               else "; vision tower frozen") + ". AdamW lr "
             f"{plan['lr']} ({plan['warmup']} warm-up steps, cosine to 5%). The checkpoint kept is the "
             f"best on {plan['eval_n']} validation scenes (world seed 999, presence + color + shape "
             f"accuracy; disjoint from the test world 1000), checked every {plan['eval_every']} steps.",

@@ -39,11 +39,15 @@ TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_
                  num_key_value_heads=2, max_position_embeddings=160)
 
 
+PROMPT_ORDERS = ("image-first", "question-first")
+
+
 def n_image_tokens(vision_config) -> int:
     return (vision_config.image_size // vision_config.patch_size) ** 2 + 1  # "full": CLS + patches
 
 
-def make_config(vision_config, text: dict = TEXT, vocab_size: int | None = None):
+def make_config(vision_config, text: dict = TEXT, vocab_size: int | None = None,
+                order: str = "image-first"):
     from transformers import LlavaConfig
 
     vocab_size = vocab_size or len(build_tokenizer())
@@ -57,11 +61,14 @@ def make_config(vision_config, text: dict = TEXT, vocab_size: int | None = None)
     config.image_seq_length = n_image_tokens(config.vision_config)
     config.architectures = ["LlavaForConditionalGeneration"]
     config.pad_token_id = PAD_ID
+    if order not in PROMPT_ORDERS:
+        raise ValueError(f"unknown prompt order {order!r}; choose one of {', '.join(PROMPT_ORDERS)}")
+    config.prompt_order = order  # saved in config.json; read by prompt_order()
     return config
 
 
 def build_model(clip=None, text: dict = TEXT, seed: int = 0, vision_cfg: dict | None = None,
-                vision_config=None, tower_state: dict | None = None):
+                vision_config=None, tower_state: dict | None = None, order: str = "image-first"):
     """A fresh world-llava; with `clip` (a CLIPModel) its vision tower starts from clip's, with
     `vision_config` + `tower_state` from that vision config and state dict."""
     from transformers import LlavaForConditionalGeneration
@@ -74,7 +81,7 @@ def build_model(clip=None, text: dict = TEXT, seed: int = 0, vision_cfg: dict | 
     if vision_config is None:
         base = dict(CONFIG, vision=vision_cfg) if vision_cfg else plan_config(CLIP_PLAN)
         vision_config = clip_config(base).vision_config
-    model = LlavaForConditionalGeneration(make_config(vision_config, text))
+    model = LlavaForConditionalGeneration(make_config(vision_config, text, order=order))
     if tower_state is not None:
         tower = model.model.vision_tower
         tower = getattr(tower, "vision_model", tower)  # transformers 5.x: no vision_model wrapper
@@ -82,12 +89,21 @@ def build_model(clip=None, text: dict = TEXT, seed: int = 0, vision_cfg: dict | 
     return model
 
 
-def prompt_ids(tokenizer, n_img: int, question: str | None) -> list[int]:
-    """<bos> <image>*n_img question-words (or <caption> when question is None)."""
-    head = [BOS_ID] + [IMAGE_ID] * n_img
-    if question is None:
-        return head + [CAPTION_ID]
-    return head + tokenizer(question, add_special_tokens=False)["input_ids"]
+def prompt_order(config) -> str:
+    """The checkpoint's prompt layout (config.json `prompt_order`; older checkpoints: image-first)."""
+    return getattr(config, "prompt_order", None) or "image-first"
+
+
+def prompt_ids(tokenizer, n_img: int, question: str | None, order: str = "image-first") -> list[int]:
+    """image-first: <bos> <image>*n_img question-words (or <caption> when question is None);
+    question-first: <bos> question-words (or <caption>) <image>*n_img. The answer follows."""
+    text = [CAPTION_ID] if question is None else tokenizer(question, add_special_tokens=False)["input_ids"]
+    image = [IMAGE_ID] * n_img
+    if order == "question-first":
+        return [BOS_ID] + text + image
+    if order != "image-first":
+        raise ValueError(f"unknown prompt order {order!r}; choose one of {', '.join(PROMPT_ORDERS)}")
+    return [BOS_ID] + image + text
 
 
 def answer_ids(tokenizer, answer: str) -> list[int]:
@@ -104,8 +120,8 @@ def answer_batch(model, tokenizer, pixels: torch.Tensor, questions: list[str | N
                  max_new_tokens: int = 1) -> list[str]:
     """Greedy answers, through the standard `model(input_ids, pixel_values, attention_mask)` path.
     Rows are right-padded; the next token is read at each row's last real position."""
-    n_img = model.config.image_seq_length
-    seqs = [prompt_ids(tokenizer, n_img, q) for q in questions]
+    n_img, order = model.config.image_seq_length, prompt_order(model.config)
+    seqs = [prompt_ids(tokenizer, n_img, q, order) for q in questions]
     done = [False] * len(seqs)
     outs: list[list[int]] = [[] for _ in seqs]
     for _ in range(max_new_tokens):
@@ -155,9 +171,9 @@ def sample_items(scene, rng: random.Random, k: int = 4, p_caption: float = 0.25,
 
 
 def conversation(tokenizer, n_img: int, items) -> tuple[list[int], list[int]]:
-    """One training row per image: <bos> <image>*n_img then every (question, answer) turn as
-    `question-words answer <eos>` (the caption turn, question None, as `<caption> caption <eos>`).
-    Returns (input_ids, labels) with labels on the answers and their <eos> only (unshifted)."""
+    """One image-first training row per image: <bos> <image>*n_img then every (question, answer)
+    turn as `question-words answer <eos>` (the caption turn, question None, as `<caption> caption
+    <eos>`). Returns (input_ids, labels) with labels on the answers and their <eos> only (unshifted)."""
     ids = [BOS_ID] + [IMAGE_ID] * n_img
     labels = [-100] * len(ids)
     for q, a in items:
@@ -168,11 +184,26 @@ def conversation(tokenizer, n_img: int, items) -> tuple[list[int], list[int]]:
     return ids, labels
 
 
+def single_turn(tokenizer, n_img: int, question: str | None, answer: str,
+                order: str = "question-first") -> tuple[list[int], list[int]]:
+    """One row for one (question, answer): the prompt of `prompt_ids` then `answer <eos>`."""
+    p = prompt_ids(tokenizer, n_img, question, order)
+    t = answer_ids(tokenizer, answer)
+    return p + t, [-100] * len(p) + t
+
+
 def batch_loss(model, tokenizer, pixels, items_per_image):
-    """Language-model loss on the answers of one multi-turn row per image (standard forward:
-    input_ids with the image tokens written out, pixel_values, unshifted labels)."""
-    n_img = model.config.image_seq_length
-    rows = [conversation(tokenizer, n_img, items) for items in items_per_image]
+    """Language-model loss on the answers (standard forward: input_ids with the image tokens written
+    out, pixel_values, unshifted labels). Image-first: one multi-turn row per image; question-first
+    (the question must come before the image it conditions): one row per question, the image's
+    pixels repeated for each of its rows."""
+    n_img, order = model.config.image_seq_length, prompt_order(model.config)
+    if order == "image-first":
+        rows = [conversation(tokenizer, n_img, items) for items in items_per_image]
+    else:
+        which = [i for i, items in enumerate(items_per_image) for _ in items]
+        rows = [single_turn(tokenizer, n_img, q, a, order) for items in items_per_image for q, a in items]
+        pixels = pixels[torch.tensor(which)]
     ids, lab = _pad([r[0] for r in rows], PAD_ID), _pad([r[1] for r in rows], -100)
     mask = (torch.arange(ids.shape[1])[None] < torch.tensor([len(r[0]) for r in rows])[:, None]).long()
     return model(input_ids=ids, pixel_values=pixels, attention_mask=mask, labels=lab).loss
@@ -187,7 +218,15 @@ PLAN_V2 = dict(  # from world-clip v3's supervised tower, 8 questions per image,
     steps=500, batch=32, lr=1.5e-3, warmup=60, vision_lr_scale=0.5, pool=12000, k=8, p_caption=0.1,
     sup_weight=0.5, kind_weight=KIND_WEIGHT, eval_n=80, eval_every=125, checkpoint_every=50,
     tower="warmup")
-PLANS = {"v1": PLAN_V1, "v2": PLAN_V2}
+PLAN_V3 = dict(  # world-clip v4's supervised 64 px tower, frozen; one-object scenes first
+    steps=1400, batch=32, lr=1.5e-3, warmup=100, vision_lr_scale=0.0, pool=24000, k=3, p_caption=0.1,
+    single_steps=300, single_pool=8000, sup_weight=0.0, kind_weight=KIND_WEIGHT, eval_n=100,
+    eval_every=200, checkpoint_every=100, tower="warmup", prompt_order="image-first")
+PLAN_V4 = dict(  # v3 with world-clip's final tower (frozen), 8 questions per image, more steps
+    PLAN_V3, steps=2200, lr=2e-3, k=8, tower="final", eval_every=275)
+PLAN_V5 = dict(  # v4 with the caption as a last turn for most images (binding every attribute)
+    PLAN_V4, p_caption=0.6)
+PLANS = {"v1": PLAN_V1, "v2": PLAN_V2, "v3": PLAN_V3, "v4": PLAN_V4, "v5": PLAN_V5}
 PLAN = PLAN_V1  # the committed weights; v2 was tried (see the model card)
 
 
@@ -248,6 +287,7 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     from .metrics import llava_qa
 
     plan = dict(PLAN, **(plan or {}))
+    text = dict(text, **plan.get("text", {}))  # the plan's language-model overrides
     t0 = time.time()
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
@@ -255,23 +295,32 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
         vcfg, vstate = clip_model.config.vision_config, clip_model.vision_model.state_dict()
     else:
         vcfg, vstate = starting_tower(clip_weights, plan["tower"])
-    model = build_model(None, text, seed, vision_config=vcfg, tower_state=vstate)
+    model = build_model(None, text, seed, vision_config=vcfg, tower_state=vstate,
+                        order=plan.get("prompt_order", "image-first"))
     size, patch = vcfg.image_size, vcfg.patch_size
     heads = Heads(vcfg.hidden_size)
     tower = model.model.vision_tower
     tap = _TowerTap(tower)
     post_ln = getattr(tower, "vision_model", tower).post_layernorm
     log(f"world-llava: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; rendering pool")
-    pool = D.render_pool(D.TRAIN_WORLD_SEED + seed + 1000, 0, plan["pool"], None, size=size, patch=patch,
+    full = D.render_pool(D.TRAIN_WORLD_SEED + seed + 1000, 0, plan["pool"], None, size=size, patch=patch,
                          workers=workers)
+    # curriculum: the first `single_steps` steps on one-object scenes (reading an attribute off the
+    # image before having to find the object a question names among several)
+    single = D.render_pool(D.TRAIN_WORLD_SEED + seed + 1500, 0, plan["single_pool"],
+                           D.spec_options({"n_objects": [1, 1]}), size=size, patch=patch,
+                           workers=workers) if plan.get("single_steps") else None
     val_pool = D.render_pool(D.VAL_WORLD_SEED + 1, 0, plan["eval_n"], None, size=size, patch=patch)
     log(f"  pool rendered in {time.time() - t0:.0f}s")
     vision = list(tower.parameters())
     vids = {id(p) for p in vision}
     rest = [p for p in model.parameters() if id(p) not in vids] + list(heads.parameters())
-    opt = torch.optim.AdamW([{"params": rest, "scale": 1.0},
-                             {"params": vision, "scale": plan["vision_lr_scale"]}],
-                            lr=plan["lr"], weight_decay=0.01)
+    groups = [{"params": rest, "scale": 1.0}]
+    if plan["vision_lr_scale"]:
+        groups.append({"params": vision, "scale": plan["vision_lr_scale"]})
+    else:  # a frozen tower: world-llava sees exactly world-clip's features (and trains faster)
+        tower.requires_grad_(False)
+    opt = torch.optim.AdamW(groups, lr=plan["lr"], weight_decay=0.01)
     params = [p for g in opt.param_groups for p in g["params"]]
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
@@ -286,13 +335,17 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
             break
         for g in opt.param_groups:
             g["lr"] = _lr(step, total, plan["lr"], plan["warmup"]) * g["scale"]
+        pool = single if step < plan.get("single_steps", 0) else full
         idx = torch.randint(len(pool), (plan["batch"],), generator=gen)
         items = [sample_items(pool.scenes[i], rng, plan["k"], plan["p_caption"], plan["kind_weight"])
                  for i in idx.tolist()]
         lm = batch_loss(model, tokenizer, pool.pixels(idx), items)
         sup = torch.tensor(0.0)
         if plan["sup_weight"]:
-            sup, _ = heads.loss(tap.out, post_ln, pool.slots[idx], pool.patches[idx],
+            rows = idx  # question-first: the tower saw each image once per question (its rows)
+            if prompt_order(model.config) == "question-first":
+                rows = idx.repeat_interleave(torch.tensor([len(it) for it in items]))
+            sup, _ = heads.loss(tap.out, post_ln, pool.slots[rows], pool.patches[rows],
                                 dict(slot=1.0, patch=1.0, present=1.0))
         loss = lm + plan["sup_weight"] * sup
         opt.zero_grad(set_to_none=True)

@@ -184,3 +184,82 @@ def test_llava_starting_towers_and_plans():
         assert torch.equal(state[key], saved["vision_model." + key]) and vcfg.hidden_size == 128
     with pytest.raises(UserError, match="--clip-weights"):
         starting_tower(os.path.dirname(__file__), "warmup")
+
+
+def test_llava_question_first_rows_equal_single_forwards(tmp_path):
+    """Question-first prompts: `<bos> question <image>*65`; a batch of several questions per image
+    gives the token-weighted mean of one standard forward per (image, question) row (each with its
+    own image), greedy answers read at the last image token, and the order survives save/load."""
+    import pytest
+
+    from neuronatlas.worldmodels.clip import TINY, build_model as build_clip
+    from neuronatlas.worldmodels.llava import (TINY_TEXT, answer_batch, batch_loss, build_model,
+                                               prompt_ids, prompt_order, single_turn)
+    from neuronatlas.worldmodels.tokenizer import BOS_ID, IMAGE_ID, build_tokenizer
+    from neuronatlas.worldmodels.zoo import load_world_model
+
+    tok = build_tokenizer()
+    model = build_model(build_clip(TINY), TINY_TEXT, order="question-first").eval()
+    assert prompt_order(model.config) == "question-first"
+    q = "is there a red circle?"
+    p = prompt_ids(tok, 65, q, "question-first")
+    words = tok(q, add_special_tokens=False)["input_ids"]
+    assert p == [BOS_ID] + words + [IMAGE_ID] * 65
+    pool = D.render_pool(10, 0, 3)
+    pixels = pool.pixels(torch.arange(3))
+    items = [[(q, "yes"), ("what color is the circle?", "red")], [(None, "a small red circle")],
+             [("how many objects are there?", "two"), (q, "no"), ("what shape is the red thing?", "star")]]
+    with torch.no_grad():
+        got = batch_loss(model, tok, pixels, items)
+        total, n = 0.0, 0
+        for i, its in enumerate(items):
+            for qq, a in its:
+                ids, lab = single_turn(tok, 65, qq, a)
+                k = sum(x != -100 for x in lab)
+                total += model(input_ids=torch.tensor([ids]), pixel_values=pixels[i:i + 1],
+                               labels=torch.tensor([lab])).loss.item() * k
+                n += k
+    # HF shifts labels inside: every answer token (and <eos>) is predicted from the one before it
+    assert abs(got.item() - total / n) < 1e-5
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([p]), pixel_values=pixels[:1]).logits[0, -1]
+    want = tok.decode([logits.argmax().item()], skip_special_tokens=True)
+    out = answer_batch(model, tok, pixels[:2], [q, "what color is the circle?"], 1)
+    assert out[0] == want
+    model.save_pretrained(tmp_path / "m")
+    from neuronatlas.worldmodels.tokenizer import save_tokenizer
+
+    save_tokenizer(tok, str(tmp_path / "m"))
+    again, _ = load_world_model("world-llava", str(tmp_path / "m"))
+    assert prompt_order(again.config) == "question-first"
+    with pytest.raises(ValueError, match="prompt order"):
+        prompt_ids(tok, 65, q, "sideways")
+
+
+def test_llava_frozen_tower_and_one_object_start(tmp_path, monkeypatch):
+    """Plans with vision_lr_scale 0 leave the tower exactly as world-clip saved it (world-llava sees
+    world-clip's features), and `single_steps` draws the first batches from one-object scenes."""
+    import os
+
+    from neuronatlas.worldmodels import llava as L
+    from neuronatlas.worldmodels.clip import TOWER_FILE, load_tower
+
+    clip_dir = str(tmp_path / "clip")
+    _tiny_clip(out_dir=clip_dir)
+    _, state = load_tower(os.path.join(clip_dir, TOWER_FILE))
+    seen = []
+    real = L.sample_items
+
+    def spy(scene, *a, **k):
+        seen.append(len(scene.objects))
+        return real(scene, *a, **k)
+
+    plan = dict(L.PLAN_V3, steps=6, batch=4, pool=32, single_pool=8, single_steps=3, eval_n=8,
+                eval_every=10 ** 6, checkpoint_every=10 ** 6, warmup=2)
+    monkeypatch.setattr(L, "sample_items", spy)
+    model, _, hist = L.train_llava(None, clip_weights=clip_dir, plan=plan, text=L.TINY_TEXT,
+                                   log=lambda *a: None, workers=1)
+    assert len(hist) == 6 and hist[-1]["loss"] > 0
+    assert seen[:12] == [1] * 12 and any(n > 1 for n in seen[12:24])
+    tower = model.model.vision_tower.state_dict()
+    assert all(torch.equal(tower[k], state[k]) for k in state)
