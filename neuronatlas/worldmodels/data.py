@@ -1,8 +1,8 @@
 """Training and evaluation data for the world models: pre-rendered pools of world images with
 ground-truth labels (per-slot attributes, per-patch attributes), and text for contrastive training.
 
-Images are rendered directly at the model's size (32 px; the renderer draws at 8x and box-averages,
-the same as rendering at 64 and area-downsampling) and normalised with mean = std = 0.5.
+Images are rendered directly at the model's input size (64 px for world-clip v4; the renderer draws
+supersampled and box-averages) and normalised with mean = std = 0.5.
 Worlds: training uses world seeds `TRAIN_WORLD_SEED + seed (+ offsets)`, checkpoint selection
 `VAL_WORLD_SEED` (and +1 for world-llava), held-out evaluation `EVAL_WORLD_SEED` (and +1); scenes are a pure function of (world seed, index), so both are reproducible and disjoint.
 """
