@@ -170,17 +170,36 @@ def sample_items(scene, rng: random.Random, k: int = 4, p_caption: float = 0.25,
     return items
 
 
-def conversation(tokenizer, n_img: int, items) -> tuple[list[int], list[int]]:
+def key_word_ids(tokenizer) -> set[int]:
+    """Ids of the words that name an object in a question: colours, shapes and positions."""
+    from ..data.world import CONCEPTS
+
+    words = {w for cat in ("color", "shape", "position") for c in CONCEPTS.by_category(cat)
+             for w in c.phrase.split()} - {"on", "the", "in"}
+    return {tokenizer.convert_tokens_to_ids(w) for w in words}
+
+
+def conversation(tokenizer, n_img: int, items, early_answer: bool = False) -> tuple[list[int], list[int]]:
     """One image-first training row per image: <bos> <image>*n_img then every (question, answer)
     turn as `question-words answer <eos>` (the caption turn, question None, as `<caption> caption
-    <eos>`). Returns (input_ids, labels) with labels on the answers and their <eos> only (unshifted)."""
+    <eos>`). Returns (input_ids, labels) with labels on the answers and their <eos> only (unshifted).
+    early_answer: the question's positions from its last object-naming word on also predict the
+    answer's first word (auxiliary labels; the inputs are unchanged). Each such position's query
+    already holds the word that names the object, so attending from it to that object's patches is
+    learnt directly, instead of through the question mark that gathers the words first."""
     ids = [BOS_ID] + [IMAGE_ID] * n_img
     labels = [-100] * len(ids)
+    keys = key_word_ids(tokenizer) if early_answer else set()
     for q, a in items:
         p = [CAPTION_ID] if q is None else tokenizer(q, add_special_tokens=False)["input_ids"]
         t = answer_ids(tokenizer, a)
+        lab = [-100] * len(p)
+        named = [i for i, w in enumerate(p) if w in keys]
+        if q is not None and named:
+            for i in range(named[-1], len(p) - 1):  # position i predicts label i + 1 (shifted in HF)
+                lab[i + 1] = t[0]
         ids += p + t
-        labels += [-100] * len(p) + t
+        labels += lab + t
     return ids, labels
 
 
@@ -192,14 +211,14 @@ def single_turn(tokenizer, n_img: int, question: str | None, answer: str,
     return p + t, [-100] * len(p) + t
 
 
-def batch_loss(model, tokenizer, pixels, items_per_image):
+def batch_loss(model, tokenizer, pixels, items_per_image, early_answer: bool = False):
     """Language-model loss on the answers (standard forward: input_ids with the image tokens written
     out, pixel_values, unshifted labels). Image-first: one multi-turn row per image; question-first
     (the question must come before the image it conditions): one row per question, the image's
     pixels repeated for each of its rows."""
     n_img, order = model.config.image_seq_length, prompt_order(model.config)
     if order == "image-first":
-        rows = [conversation(tokenizer, n_img, items) for items in items_per_image]
+        rows = [conversation(tokenizer, n_img, items, early_answer) for items in items_per_image]
     else:
         which = [i for i, items in enumerate(items_per_image) for _ in items]
         rows = [single_turn(tokenizer, n_img, q, a, order) for items in items_per_image for q, a in items]
@@ -226,7 +245,9 @@ PLAN_V4 = dict(  # v3 with world-clip's final tower (frozen), 8 questions per im
     PLAN_V3, steps=2200, lr=2e-3, k=8, tower="final", eval_every=275)
 PLAN_V5 = dict(  # v4 with the caption as a last turn for most images (binding every attribute)
     PLAN_V4, p_caption=0.6)
-PLANS = {"v1": PLAN_V1, "v2": PLAN_V2, "v3": PLAN_V3, "v4": PLAN_V4, "v5": PLAN_V5}
+PLAN_V6 = dict(  # v4 with early-answer labels on the question's object-naming words
+    PLAN_V4, steps=1500, eval_every=250, early_answer=True)
+PLANS = {"v1": PLAN_V1, "v2": PLAN_V2, "v3": PLAN_V3, "v4": PLAN_V4, "v5": PLAN_V5, "v6": PLAN_V6}
 PLAN = PLAN_V1  # the committed weights; v2 was tried (see the model card)
 
 
@@ -339,7 +360,7 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
         idx = torch.randint(len(pool), (plan["batch"],), generator=gen)
         items = [sample_items(pool.scenes[i], rng, plan["k"], plan["p_caption"], plan["kind_weight"])
                  for i in idx.tolist()]
-        lm = batch_loss(model, tokenizer, pool.pixels(idx), items)
+        lm = batch_loss(model, tokenizer, pool.pixels(idx), items, plan.get("early_answer", False))
         sup = torch.tensor(0.0)
         if plan["sup_weight"]:
             rows = idx  # question-first: the tower saw each image once per question (its rows)

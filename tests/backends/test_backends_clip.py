@@ -45,7 +45,8 @@ def char_tokenizer(texts, padding=True, truncation=True, max_length=16, return_t
 
 def check_scorer(scorer: ImageTextScorer):
     assert isinstance(scorer, ImageTextScorer)
-    pixels = torch.randn(3, 3, 32, 32)
+    size = getattr(getattr(scorer, "preprocess", None), "size", 32)  # the scorer's own input size
+    pixels = torch.randn(3, 3, size, size)
     img = scorer.encode_images(pixels)
     txt = scorer.encode_texts(["a red circle", "a blue star"])
     assert img.shape == (3, scorer.dim) and txt.shape == (2, scorer.dim)

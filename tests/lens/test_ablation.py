@@ -22,8 +22,9 @@ def setup(world_clip_target):
     vit = ClipViT.from_model(copy.deepcopy(world_clip_target.model).double())
     lens = SecondOrderLens(vit, LAYER)
     g = torch.Generator().manual_seed(0)
-    fit = torch.randn(24, 3, 32, 32, generator=g, dtype=torch.float64)
-    px = torch.randn(4, 3, 32, 32, generator=g, dtype=torch.float64)
+    s = world_clip_target.model.config.vision_config.image_size
+    fit = torch.randn(24, 3, s, s, generator=g, dtype=torch.float64)
+    px = torch.randn(4, 3, s, s, generator=g, dtype=torch.float64)
     cf = lens.coefficients(fit).coef_BNK
     mean = cf.mean(0)
     u = lens.head_vectors

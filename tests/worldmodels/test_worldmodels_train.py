@@ -263,3 +263,22 @@ def test_llava_frozen_tower_and_one_object_start(tmp_path, monkeypatch):
     assert seen[:12] == [1] * 12 and any(n > 1 for n in seen[12:24])
     tower = model.model.vision_tower.state_dict()
     assert all(torch.equal(tower[k], state[k]) for k in state)
+
+
+def test_early_answer_labels_sit_on_the_object_naming_words():
+    """early_answer adds the answer's first word as the label of every question position from the
+    last colour / shape / position word on (HF shifts labels: label i is predicted at i - 1); the
+    inputs and every other label are those of the plain conversation."""
+    from neuronatlas.worldmodels.llava import conversation
+    from neuronatlas.worldmodels.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    items = [("what shape is the red thing?", "star"), ("is there a red circle?", "yes"),
+             ("what shape is on the left?", "heart"), (None, "a red circle")]
+    ids, plain = conversation(tok, 2, items)
+    ids2, early = conversation(tok, 2, items, early_answer=True)
+    assert ids2 == ids
+    words = tok.convert_ids_to_tokens(ids)
+    got = [(words[i - 1], tok.convert_ids_to_tokens(early[i])) for i in range(1, len(ids))
+           if early[i] != plain[i]]
+    assert got == [("red", "star"), ("thing", "star"), ("circle", "yes"), ("left", "heart")]
