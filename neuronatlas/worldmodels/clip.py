@@ -128,7 +128,8 @@ def encode_images(model, pixels: torch.Tensor) -> torch.Tensor:
     return getattr(out, "pooler_output", out)
 
 
-def _lr(step, total, base, warmup=150):  # noqa: D103
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Both world models' schedule: linear warm-up, then one cosine from base down to 5% of it."""
     if step < warmup:
         return base * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
@@ -261,7 +262,7 @@ def train_clip(out_dir: str | None = None, seed: int = 0, minutes: float | None 
         k = next(i for i, e in enumerate(ends) if step < e)
         ph = phases[k]
         for g in opt.param_groups:
-            g["lr"] = _lr(step, total, plan["lr"], plan["warmup"])
+            g["lr"] = lr_at(step, total, plan["lr"], plan["warmup"])
         pixels, slots, patches, scenes = _batch(pools, ph["mix"], bsz, gen)
         vout = vis(pixel_values=pixels)
         loss_sup, accs = heads.loss(vout, vis.post_layernorm, slots, patches, ph["heads"])

@@ -25,7 +25,7 @@ Evaluation asks one question per row (the first turn).
 
 from __future__ import annotations
 
-import math
+import functools
 import random
 import time
 
@@ -42,6 +42,12 @@ TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_
 
 
 PROMPT_ORDERS = ("image-first", "question-first")
+
+
+def _check_order(order: str) -> str:
+    if order not in PROMPT_ORDERS:
+        raise ValueError(f"unknown prompt order {order!r}; choose one of {', '.join(PROMPT_ORDERS)}")
+    return order
 
 
 def n_image_tokens(vision_config) -> int:
@@ -63,9 +69,7 @@ def make_config(vision_config, text: dict = TEXT, vocab_size: int | None = None,
     config.image_seq_length = n_image_tokens(config.vision_config)
     config.architectures = ["LlavaForConditionalGeneration"]
     config.pad_token_id = PAD_ID
-    if order not in PROMPT_ORDERS:
-        raise ValueError(f"unknown prompt order {order!r}; choose one of {', '.join(PROMPT_ORDERS)}")
-    config.prompt_order = order  # saved in config.json; read by prompt_order()
+    config.prompt_order = _check_order(order)  # saved in config.json; read by prompt_order()
     return config
 
 
@@ -101,10 +105,8 @@ def prompt_ids(tokenizer, n_img: int, question: str | None, order: str = "image-
     question-first: <bos> question-words (or <caption>) <image>*n_img. The answer follows."""
     text = [CAPTION_ID] if question is None else tokenizer(question, add_special_tokens=False)["input_ids"]
     image = [IMAGE_ID] * n_img
-    if order == "question-first":
+    if _check_order(order) == "question-first":
         return [BOS_ID] + text + image
-    if order != "image-first":
-        raise ValueError(f"unknown prompt order {order!r}; choose one of {', '.join(PROMPT_ORDERS)}")
     return [BOS_ID] + image + text
 
 
@@ -172,13 +174,17 @@ def sample_items(scene, rng: random.Random, k: int = 4, p_caption: float = 0.25,
     return items
 
 
-def key_word_ids(tokenizer) -> set[int]:
-    """Ids of the words that name an object in a question: colours, shapes and positions."""
+@functools.lru_cache(maxsize=1)
+def key_word_ids() -> frozenset[int]:
+    """Ids of the words that name an object in a question: colours, shapes and positions (the world
+    tokenizer's ids are fixed by `vocabulary()`, so this is computed once)."""
     from ..data.world import CONCEPTS
+    from .tokenizer import vocabulary
 
     words = {w for cat in ("color", "shape", "position") for c in CONCEPTS.by_category(cat)
              for w in c.phrase.split()} - {"on", "the", "in"}
-    return {tokenizer.convert_tokens_to_ids(w) for w in words}
+    ids = vocabulary()
+    return frozenset(ids[w] for w in words)
 
 
 def conversation(tokenizer, n_img: int, items, early_answer: bool = False) -> tuple[list[int], list[int]]:
@@ -191,7 +197,7 @@ def conversation(tokenizer, n_img: int, items, early_answer: bool = False) -> tu
     learnt directly, instead of through the question mark that gathers the words first."""
     ids = [BOS_ID] + [IMAGE_ID] * n_img
     labels = [-100] * len(ids)
-    keys = key_word_ids(tokenizer) if early_answer else set()
+    keys = key_word_ids() if early_answer else frozenset()
     for q, a in items:
         p = [CAPTION_ID] if q is None else tokenizer(q, add_special_tokens=False)["input_ids"]
         t = answer_ids(tokenizer, a)
@@ -255,13 +261,6 @@ PLANS = {"v1": PLAN_V1, "v2": PLAN_V2, "v3": PLAN_V3, "v4": PLAN_V4, "v5": PLAN_
 PLAN = PLAN_V3  # the committed weights; v1, v2, v4, v6 were tried (see the model card)
 
 
-def _lr(step, total, base, warmup=100):
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
 def starting_tower(clip_weights: str | None, which: str):
     """(vision config, vision state dict) world-llava starts from: world-clip's tower after its
     supervised warm-up (`warmup_vision.safetensors`, which="warmup") or its final tower ("final")."""
@@ -308,7 +307,7 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     """Train world-llava from world-clip's vision tower; returns (model, tokenizer, history).
     The loss is the language-model loss on the answers plus `sup_weight` x the supervised scene
     losses of world-clip's warm-up (heads on the tower's output; not part of the checkpoint)."""
-    from .clip import Heads
+    from .clip import Heads, lr_at
     from .metrics import llava_qa
 
     plan = dict(PLAN, **(plan or {}))
@@ -359,7 +358,7 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
             log(f"  time budget reached at step {step}")
             break
         for g in opt.param_groups:
-            g["lr"] = _lr(step, total, plan["lr"], plan["warmup"]) * g["scale"]
+            g["lr"] = lr_at(step, total, plan["lr"], plan["warmup"]) * g["scale"]
         pool = single if step < plan.get("single_steps", 0) else full
         idx = torch.randint(len(pool), (plan["batch"],), generator=gen)
         items = [sample_items(pool.scenes[i], rng, plan["k"], plan["p_caption"], plan["kind_weight"])
