@@ -109,8 +109,10 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             f"{'tower after its supervised warm-up (warmup_vision.safetensors)' if plan.get('tower') == 'warmup' else 'final tower'}"
             + (f" and fine-tuned at {plan['vision_lr_scale']}x the learning rate" if plan['vision_lr_scale']
                else ", frozen (world-llava sees exactly those features)"),
-            f"- image features: all {config['image_seq_length']} tokens (CLS + patches; "
-            f"vision_feature_select_strategy={config['vision_feature_select_strategy']!r}) of layer "
+            (f"- image features: all {config['image_seq_length']} tokens (CLS + patches; "
+             if config["vision_feature_select_strategy"] == "full" else
+             f"- image features: the {config['image_seq_length']} patch tokens (CLS dropped, as in LLaVA-1.5; ")
+            + f"vision_feature_select_strategy={config['vision_feature_select_strategy']!r}) of layer "
             f"{config['vision_feature_layer']}, GELU 2-layer projector",
             f"- language model: Llama, hidden {t['hidden_size']}, {t['num_hidden_layers']} layers, "
             f"{t['num_attention_heads']} heads, MLP {t['intermediate_size']}, vocabulary {t['vocab_size']} "
@@ -130,6 +132,11 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             + " of the images, the caption as well; loss on answer tokens only"
             + ((f", plus {plan['sup_weight']} x world-clip's supervised scene losses (slot, patch and "
                 "present heads on the tower's output; not part of the checkpoint)") if plan["sup_weight"] else "")
+            + ((f", plus {plan['bind_weight']} x a binding loss (binding.py): at each question's last "
+                f"object-naming word, head {plan['bind_head']} of language layer {plan['bind_layer']} "
+                "is trained to attend to the named object's patch tokens"
+                + (" (to <bos> when a presence question's answer is no)" if plan.get("bind_absent") else "")
+                + "; the loss is -log of that attention mass") if plan.get("bind_weight") else "")
             + (f"; vision tower at {plan['vision_lr_scale']}x the learning rate" if plan["vision_lr_scale"]
                else "; vision tower frozen") + ". AdamW lr "
             f"{plan['lr']} ({plan['warmup']} warm-up steps, cosine to 5%). The checkpoint kept is the "

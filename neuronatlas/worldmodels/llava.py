@@ -50,12 +50,15 @@ def _check_order(order: str) -> str:
     return order
 
 
-def n_image_tokens(vision_config) -> int:
-    return (vision_config.image_size // vision_config.patch_size) ** 2 + 1  # "full": CLS + patches
+FEATURES = ("full", "default")  # vision_feature_select_strategy: CLS + patches, or patches only
+
+
+def n_image_tokens(vision_config, features: str = "full") -> int:
+    return (vision_config.image_size // vision_config.patch_size) ** 2 + (features == "full")
 
 
 def make_config(vision_config, text: dict = TEXT, vocab_size: int | None = None,
-                order: str = "image-first"):
+                order: str = "image-first", features: str = "full"):
     from transformers import LlavaConfig
 
     vocab_size = vocab_size or len(build_tokenizer())
@@ -64,9 +67,11 @@ def make_config(vision_config, text: dict = TEXT, vocab_size: int | None = None,
     tc = dict(text, model_type="llama", vocab_size=vocab_size, pad_token_id=PAD_ID, bos_token_id=BOS_ID,
               eos_token_id=EOS_ID)
     config = LlavaConfig(vision_config=vc, text_config=tc, image_token_index=IMAGE_ID,
-                         image_seq_length=0, vision_feature_select_strategy="full",
+                         image_seq_length=0, vision_feature_select_strategy=features,
                          vision_feature_layer=-1, projector_hidden_act="gelu")
-    config.image_seq_length = n_image_tokens(config.vision_config)
+    if features not in FEATURES:
+        raise ValueError(f"unknown image features {features!r}; choose one of {', '.join(FEATURES)}")
+    config.image_seq_length = n_image_tokens(config.vision_config, features)
     config.architectures = ["LlavaForConditionalGeneration"]
     config.pad_token_id = PAD_ID
     config.prompt_order = _check_order(order)  # saved in config.json; read by prompt_order()
@@ -74,7 +79,8 @@ def make_config(vision_config, text: dict = TEXT, vocab_size: int | None = None,
 
 
 def build_model(clip=None, text: dict = TEXT, seed: int = 0, vision_cfg: dict | None = None,
-                vision_config=None, tower_state: dict | None = None, order: str = "image-first"):
+                vision_config=None, tower_state: dict | None = None, order: str = "image-first",
+                features: str = "full"):
     """A fresh world-llava; with `clip` (a CLIPModel) its vision tower starts from clip's, with
     `vision_config` + `tower_state` from that vision config and state dict."""
     from transformers import LlavaForConditionalGeneration
@@ -87,7 +93,7 @@ def build_model(clip=None, text: dict = TEXT, seed: int = 0, vision_cfg: dict | 
     if vision_config is None:
         base = dict(CONFIG, vision=vision_cfg) if vision_cfg else plan_config(CLIP_PLAN)
         vision_config = clip_config(base).vision_config
-    model = LlavaForConditionalGeneration(make_config(vision_config, text, order=order))
+    model = LlavaForConditionalGeneration(make_config(vision_config, text, order=order, features=features))
     if tower_state is not None:
         tower = model.model.vision_tower
         tower = getattr(tower, "vision_model", tower)  # transformers 5.x: no vision_model wrapper
@@ -224,16 +230,36 @@ def batch_loss(model, tokenizer, pixels, items_per_image, early_answer: bool = F
     out, pixel_values, unshifted labels). Image-first: one multi-turn row per image; question-first
     (the question must come before the image it conditions): one row per question, the image's
     pixels repeated for each of its rows."""
+    return batch_losses(model, tokenizer, pixels, items_per_image, early_answer)[0]
+
+
+def batch_losses(model, tokenizer, pixels, items_per_image, early_answer: bool = False, bind=None):
+    """(answer loss, binding loss) of one batch. bind = (targets, heads): `targets` per image per item
+    the row positions of the named object (binding.item_targets), `heads` a list of (query position
+    "word" or "answer", layer, head) to supervise, their losses summed; needs image-first rows and
+    eager attention (the weights are read from the forward's `attentions`). Without bind the second
+    is 0."""
+    from .binding import bind_loss, bind_pairs
+
     n_img, order = model.config.image_seq_length, prompt_order(model.config)
     if order == "image-first":
         rows = [conversation(tokenizer, n_img, items, early_answer) for items in items_per_image]
     else:
+        if bind is not None:
+            raise ValueError("binding supervision needs image-first rows (the question must see the image)")
         which = [i for i, items in enumerate(items_per_image) for _ in items]
         rows = [single_turn(tokenizer, n_img, q, a, order) for items in items_per_image for q, a in items]
         pixels = pixels[torch.tensor(which)]
     ids, lab = _pad([r[0] for r in rows], PAD_ID), _pad([r[1] for r in rows], -100)
     mask = (torch.arange(ids.shape[1])[None] < torch.tensor([len(r[0]) for r in rows])[:, None]).long()
-    return model(input_ids=ids, pixel_values=pixels, attention_mask=mask, labels=lab).loss
+    out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, labels=lab,
+                output_attentions=bind is not None)
+    if bind is None:
+        return out.loss, torch.tensor(0.0)
+    targets, heads = bind
+    rows_ids = [r[0] for r in rows]
+    return out.loss, sum(bind_loss(out.attentions, bind_pairs(tokenizer, rows_ids, n_img, targets, at), layer, head)
+                         for at, layer, head in heads)
 
 
 PLAN_V1 = dict(  # the first schedule: from world-clip's final tower, answer loss only
@@ -257,7 +283,11 @@ PLAN_V5 = dict(  # v4 with the caption as a last turn for most images (tried: st
 PLAN_V6 = dict(  # v4 with early-answer labels on the question's object-naming words (tried: stopped
     # at step ~800 of 1500, validation presence 50.2 / colour 54.8 / shape 53.3 at step 750)
     PLAN_V4, steps=1500, eval_every=250, early_answer=True)
-PLANS = {"v1": PLAN_V1, "v2": PLAN_V2, "v3": PLAN_V3, "v4": PLAN_V4, "v5": PLAN_V5, "v6": PLAN_V6}
+PLAN_V7 = dict(  # v3 plus binding supervision: layer 0, head 0 attends from the question's
+    # object-naming word to that object's patches (binding.py)
+    PLAN_V3, bind_weight=1.0, bind_heads=[("word", 0, 0)])
+PLANS = {"v1": PLAN_V1, "v2": PLAN_V2, "v3": PLAN_V3, "v4": PLAN_V4, "v5": PLAN_V5, "v6": PLAN_V6,
+         "v7": PLAN_V7}
 PLAN = PLAN_V3  # the committed weights; v1, v2, v4, v6 were tried (see the model card)
 
 
@@ -307,6 +337,7 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     """Train world-llava from world-clip's vision tower; returns (model, tokenizer, history).
     The loss is the language-model loss on the answers plus `sup_weight` x the supervised scene
     losses of world-clip's warm-up (heads on the tower's output; not part of the checkpoint)."""
+    from .binding import first_patch_position, item_targets
     from .clip import Heads, lr_at
     from .metrics import llava_qa
 
@@ -320,7 +351,9 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     else:
         vcfg, vstate = starting_tower(clip_weights, plan["tower"])
     model = build_model(None, text, seed, vision_config=vcfg, tower_state=vstate,
-                        order=plan.get("prompt_order", "image-first"))
+                        order=plan.get("prompt_order", "image-first"), features=plan.get("features", "full"))
+    if plan.get("bind_weight"):  # the binding loss reads attention weights: sdpa does not return them
+        model.set_attn_implementation("eager")
     size, patch = vcfg.image_size, vcfg.patch_size
     heads = Heads(vcfg.hidden_size)
     tower = model.model.vision_tower
@@ -363,7 +396,13 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
         idx = torch.randint(len(pool), (plan["batch"],), generator=gen)
         items = [sample_items(pool.scenes[i], rng, plan["k"], plan["p_caption"], plan["kind_weight"])
                  for i in idx.tolist()]
-        lm = batch_loss(model, tokenizer, pool.pixels(idx), items, plan.get("early_answer", False))
+        bind = None
+        if plan.get("bind_weight"):
+            bind = ([item_targets(pool.scenes[i], pool.patches[i], it, plan.get("bind_absent", False),
+                                  first_patch_position(model.config))
+                     for i, it in zip(idx.tolist(), items)], plan["bind_heads"])
+        lm, bound = batch_losses(model, tokenizer, pool.pixels(idx), items, plan.get("early_answer", False),
+                                 bind)
         sup = torch.tensor(0.0)
         if plan["sup_weight"]:
             rows = idx  # question-first: the tower saw each image once per question (its rows)
@@ -371,16 +410,18 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
                 rows = idx.repeat_interleave(torch.tensor([len(it) for it in items]))
             sup, _ = heads.loss(tap.out, post_ln, pool.slots[rows], pool.patches[rows],
                                 dict(slot=1.0, patch=1.0, present=1.0))
-        loss = lm + plan["sup_weight"] * sup
+        loss = lm + plan["sup_weight"] * sup + plan.get("bind_weight", 0.0) * bound
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        rec = dict(step=step, loss=round(lm.item(), 4), sup=round(sup.item(), 4), t=round(time.time() - t0, 1))
+        rec = dict(step=step, loss=round(lm.item(), 4), sup=round(sup.item(), 4), bind=round(bound.item(), 4),
+                   t=round(time.time() - t0, 1))
         history.append(rec)
         if step % 25 == 0:
-            log(f"  step {step}/{total} answer loss {rec['loss']:.3f} sup {rec['sup']:.3f}  {rec['t']:.0f}s")
+            log(f"  step {step}/{total} answer loss {rec['loss']:.3f} sup {rec['sup']:.3f} "
+                f"bind {rec['bind']:.3f}  {rec['t']:.0f}s")
         if step % plan["eval_every"] == 0 or step == total:
             model.eval()
             m = llava_qa(model, tokenizer, val_pool)

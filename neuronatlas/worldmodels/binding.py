@@ -1,0 +1,122 @@
+"""Attention supervision for world-llava: teach one language-model head to bind a question's words
+to the object they name.
+
+Diagnosis that motivates it (world-llava plan v3): the language model reads an object's colour and
+shape perfectly when the scene has one object, and answers about a random object when it has two or
+three. The answer loss alone never made it look up the named object. The world knows which patches
+each object covers, so the lookup can be supervised directly: in image-first rows, at the question's
+last object-naming word ("circle" in "what color is the circle?", "red" in "what shape is the red
+thing?", "left" in "what shape is on the left?", "circle" in a "yes" presence question about a red
+circle), head `head` of layer `layer` should put its attention on that object's patch tokens. The
+loss is -log(attention mass on those patches), averaged over the supervised positions. It is a
+training signal only: the model, its config and its inference path are unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data.world import questions
+from .data import NAMES
+
+# how a question names its object: kind -> the attributes given by the question's concept ids
+_NAMED_BY = {"color": ("shape",), "texture": ("shape",), "size": ("shape",), "shape": ("color",),
+             "position": ("position",), "presence": ("color", "shape")}
+
+
+def named_object(scene, qa):
+    """The object `qa` is about, or None (count questions, and "no" presence questions, which name
+    nothing that is there). Questions are only asked when the naming attributes are unambiguous."""
+    if qa.kind not in _NAMED_BY or (qa.kind == "presence" and qa.answer != "yes"):
+        return None
+    want = dict(c.split(":", 1) for c in qa.concepts)
+    for o in scene.objects:
+        if all(getattr(o, a) == want[a] for a in _NAMED_BY[qa.kind]):
+            return o
+    return None
+
+
+def object_patches(patch_labels: torch.Tensor, obj) -> list[int]:
+    """Indices of the patches whose majority owner has obj's shape, colour and texture
+    (patch_labels: one pool row, (3 [shape, color, texture], G*G), 0 = background)."""
+    want = torch.tensor([NAMES[a].index(getattr(obj, a)) + 1 for a in ("shape", "color", "texture")])
+    return torch.nonzero((patch_labels == want[:, None]).all(0)).flatten().tolist()
+
+
+BOS_POS = 0  # image-first rows: <bos>, then the image tokens (CLS first with "full" features)
+
+
+def first_patch_position(config) -> int:
+    """Row position of patch 0 in an image-first row: after <bos> and, with "full" features, CLS."""
+    return 1 + (config.vision_feature_select_strategy == "full")
+
+
+def item_targets(scene, patch_labels: torch.Tensor, items, absent: bool = False,
+                 first_patch: int = 2) -> list[list[int]]:
+    """For each (question, answer) item of one image: the row positions the binding head should
+    attend to, the named object's patch tokens ([] for the caption turn and for questions that name
+    no object). absent: a "no" presence question targets <bos> instead, a null position the head
+    falls back to when nothing matches (so "is there ...?" can be answered from where it looked)."""
+    by_text = {qa.question: qa for qa in questions(scene)}
+    out = []
+    for q, _ in items:
+        qa = by_text.get(q) if q is not None else None
+        obj = named_object(scene, qa) if qa is not None else None
+        if obj is not None:
+            out.append([first_patch + p for p in object_patches(patch_labels, obj)])
+        elif absent and qa is not None and qa.kind == "presence":
+            out.append([BOS_POS])
+        else:
+            out.append([])
+    return out
+
+
+QUERY_AT = ("word", "answer")
+
+
+def query_positions(ids: list[int], n_img: int, question_mark: int, key_ids: frozenset[int],
+                    at: str = "word") -> list[int]:
+    """Per question turn of an image-first row, the supervised query position: its last
+    object-naming word (at="word") or its "?" (at="answer", the position that predicts the answer);
+    -1 for a turn without one (e.g. the caption). Turns follow the image and each other; a question
+    ends at its "?" and its answer at <eos>."""
+    if at not in QUERY_AT:
+        raise ValueError(f"unknown binding query position {at!r}; choose one of {', '.join(QUERY_AT)}")
+    from .tokenizer import EOS_ID
+
+    out, start = [], 1 + n_img
+    while start < len(ids):
+        end = ids.index(EOS_ID, start) if EOS_ID in ids[start:] else len(ids)
+        turn = ids[start:end]
+        q_end = turn.index(question_mark) if question_mark in turn else 0
+        named = [i for i in range(q_end) if turn[i] in key_ids]
+        if at == "answer":
+            out.append(start + q_end if named else -1)
+        else:
+            out.append(start + named[-1] if named else -1)
+        start = end + 1
+    return out
+
+
+def bind_pairs(tokenizer, rows_ids: list[list[int]], n_img: int, targets: list[list[list[int]]],
+               at: str = "word"):
+    """(row, query position, target positions) for every supervised question in the batch."""
+    from .llava import key_word_ids
+
+    qmark = tokenizer.convert_tokens_to_ids("?")
+    out = []
+    for r, (ids, tg) in enumerate(zip(rows_ids, targets)):
+        for pos, cols in zip(query_positions(ids, n_img, qmark, key_word_ids(), at), tg):
+            if pos >= 0 and cols:
+                out.append((r, pos, cols))
+    return out
+
+
+def bind_loss(attentions, pairs, layer: int, head: int) -> torch.Tensor:
+    """-log of the attention mass head `head` of `layer` puts on the named object's patches, at each
+    pair's query position, averaged (0 when there is nothing to supervise)."""
+    if not pairs:
+        return torch.tensor(0.0)
+    att = attentions[layer][:, head]  # (B, T, T), rows sum to 1
+    masses = torch.stack([att[r, q, cols].sum() for r, q, cols in pairs])
+    return -torch.log(masses.clamp_min(1e-6)).mean()
