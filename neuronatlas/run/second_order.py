@@ -179,7 +179,7 @@ def open_second_order(run: Path | str, layer: str | None = None) -> SecondOrderR
     if layer is None:
         if len(layers) != 1:
             raise UserError(f"{run} has second-order effects for {len(layers)} layers"
-                            + (f" ({', '.join(layers)}): pass layer=" if layers else
+                            + (f" ({', '.join(layers)}): choose one with --layer N (Python: layer=N)" if layers else
                                ": compute them with `neuronatlas lens second-order`"))
         layer = layers[0]
     elif layer not in layers and layers:

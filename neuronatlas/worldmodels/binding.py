@@ -14,6 +14,8 @@ training signal only: the model, its config and its inference path are unchanged
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..data.world import questions
@@ -74,6 +76,53 @@ def item_targets(scene, patch_labels: torch.Tensor, items, absent: bool = False,
 QUERY_AT = ("word", "answer")
 
 
+READOUT = ("shape", "color")  # the named object's attributes the readout heads predict
+
+
+class Readout(torch.nn.Module):
+    """Linear heads on the residual stream at a supervised query position (after the binding layer)
+    that predict the named object's shape and colour: they push the binding head to carry every
+    attribute of what it found, not only the ones that are easy to read (training only)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.heads = torch.nn.ModuleDict({a: torch.nn.Linear(hidden, len(NAMES[a])) for a in READOUT})
+
+    def loss(self, hidden: torch.Tensor, pairs, labels) -> torch.Tensor:
+        """hidden (B, T, H) at the layer's output; pairs from bind_pairs; labels[row][item] from
+        item_labels (pairs whose item names no object, e.g. a "no" answer's <bos>, are skipped)."""
+        pairs = [(r, q, labels[r][k]) for r, q, _, k in pairs if labels[r][k] is not None]
+        if not pairs:
+            return torch.tensor(0.0)
+        h = torch.stack([hidden[r, q] for r, q, _ in pairs])
+        return sum(torch.nn.functional.cross_entropy(
+            self.heads[a](h), torch.tensor([lab[a] for _, _, lab in pairs])) for a in READOUT)
+
+
+@dataclass
+class BindBatch:
+    """What one batch's binding supervision needs: per image per item the target row positions
+    (item_targets), the supervised heads as (query position "word" | "answer", layer, head), and
+    optionally the readout heads with per image per item labels (item_labels) and their weight; the
+    readout reads the residual at the first head's query positions after its layer."""
+
+    targets: list
+    heads: list
+    labels: list | None = None
+    readout: Readout | None = None
+    readout_weight: float = 0.0
+
+
+def item_labels(scene, items) -> list[dict | None]:
+    """For each item of one image: {attr: index in NAMES[attr]} of the object it names, or None."""
+    by_text = {qa.question: qa for qa in questions(scene)}
+    out = []
+    for q, _ in items:
+        obj = named_object(scene, by_text[q]) if q in by_text else None
+        out.append({a: NAMES[a].index(getattr(obj, a)) for a in READOUT} if obj is not None else None)
+    return out
+
+
 def query_positions(ids: list[int], n_img: int, question_mark: int, key_ids: frozenset[int],
                     at: str = "word") -> list[int]:
     """Per question turn of an image-first row, the supervised query position: its last
@@ -100,15 +149,16 @@ def query_positions(ids: list[int], n_img: int, question_mark: int, key_ids: fro
 
 def bind_pairs(tokenizer, rows_ids: list[list[int]], n_img: int, targets: list[list[list[int]]],
                at: str = "word"):
-    """(row, query position, target positions) for every supervised question in the batch."""
+    """(row, query position, target positions, item index in the row) for every supervised
+    question in the batch."""
     from .llava import key_word_ids
 
     qmark = tokenizer.convert_tokens_to_ids("?")
     out = []
     for r, (ids, tg) in enumerate(zip(rows_ids, targets)):
-        for pos, cols in zip(query_positions(ids, n_img, qmark, key_word_ids(), at), tg):
+        for k, (pos, cols) in enumerate(zip(query_positions(ids, n_img, qmark, key_word_ids(), at), tg)):
             if pos >= 0 and cols:
-                out.append((r, pos, cols))
+                out.append((r, pos, cols, k))
     return out
 
 
@@ -118,5 +168,5 @@ def bind_loss(attentions, pairs, layer: int, head: int) -> torch.Tensor:
     if not pairs:
         return torch.tensor(0.0)
     att = attentions[layer][:, head]  # (B, T, T), rows sum to 1
-    masses = torch.stack([att[r, q, cols].sum() for r, q, cols in pairs])
+    masses = torch.stack([att[r, q, cols].sum() for r, q, cols, _ in pairs])
     return -torch.log(masses.clamp_min(1e-6)).mean()

@@ -28,6 +28,9 @@ def _world(spec) -> str:
     return ", ".join(f"{k}={v}" for k, v in spec.items())
 
 
+_QUERY_AT = {"word": "last object-naming word", "answer": '"?" (where the answer is predicted)'}
+
+
 def _llava_prompt_line(config: dict) -> str:
     n = config["image_seq_length"]
     if config.get("prompt_order", "image-first") == "question-first":
@@ -91,7 +94,7 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             f"validation images (world seed 998, disjoint from the test world), checked every "
             f"{plan['eval_every']} steps of the contrastive phase and at the end. The vision tower "
             "after the supervised phase is saved as `warmup_vision.safetensors` (world-llava starts "
-            "from it in plans v2 and v3).",
+            "from it in plans v2, v3, v7 and v8).",
             "", "## Held-out metrics (protocol)",
             "Zero-shot top-1 on 1000 held-out single-object images (world seed 999, full world: every "
             "texture, size, background): colour = argmax over the 11 prompts \"a {color} thing\", shape "
@@ -129,14 +132,21 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             + (") in one multi-turn row per image" if config.get("prompt_order", "image-first") == "image-first"
                else ") as one row per question (the image repeated in each)")
             + ", and, for " + f"{plan.get('p_caption', 0.25):.0%}"
-            + " of the images, the caption as well; loss on answer tokens only"
+            + " of the images, the caption as well"
+            + (f"; {plan['p_caption_only']:.0%} of the images are captioned alone instead (the caption "
+               "right after the image, as at inference)" if plan.get("p_caption_only") else "")
+            + "; loss on answer tokens only"
             + ((f", plus {plan['sup_weight']} x world-clip's supervised scene losses (slot, patch and "
                 "present heads on the tower's output; not part of the checkpoint)") if plan["sup_weight"] else "")
-            + ((f", plus {plan['bind_weight']} x a binding loss (binding.py): at each question's last "
-                f"object-naming word, head {plan['bind_head']} of language layer {plan['bind_layer']} "
-                "is trained to attend to the named object's patch tokens"
+            + ((f", plus {plan['bind_weight']} x a binding loss (binding.py): "
+                + "; ".join(f"at each question's {_QUERY_AT[at]}, head {head} of language layer {layer}"
+                            for at, layer, head in plan["bind_heads"])
+                + " is trained to attend to the named object's patch tokens"
                 + (" (to <bos> when a presence question's answer is no)" if plan.get("bind_absent") else "")
-                + "; the loss is -log of that attention mass") if plan.get("bind_weight") else "")
+                + "; the loss is -log of that attention mass"
+                + (f", plus {plan['bind_readout']} x linear readout heads there predicting the named "
+                   "object's shape and colour (not part of the checkpoint)" if plan.get("bind_readout") else ""))
+               if plan.get("bind_weight") else "")
             + (f"; vision tower at {plan['vision_lr_scale']}x the learning rate" if plan["vision_lr_scale"]
                else "; vision tower frozen") + ". AdamW lr "
             f"{plan['lr']} ({plan['warmup']} warm-up steps, cosine to 5%). The checkpoint kept is the "

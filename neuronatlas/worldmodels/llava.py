@@ -1,11 +1,11 @@
 """`zoo:world-llava`: a small transformers `LlavaForConditionalGeneration` that captions world images
 and answers questions about them.
 
-Architecture: world-clip's vision tower (CLIP ViT, 64 px, patch 8, hidden 128, 4 layers; the committed
-plan v3 takes the tower world-clip saved after its supervised phases and keeps it frozen), all 65
-tokens (CLS + 8x8 patches: `vision_feature_select_strategy="full"`) of its last layer
-(`vision_feature_layer=-1`), a 2-layer GELU projector, and a Llama language model (hidden 192,
-3 layers, 4 heads, MLP 512) over the world tokenizer's 70 ids.
+Architecture: world-clip's vision tower (CLIP ViT, 64 px, patch 8, hidden 128, 4 layers; plans v3 and
+later take the tower world-clip saved after its supervised phases and keep it frozen), all 65
+tokens (CLS + 8x8 patches: `vision_feature_select_strategy="full"`; plan option `features="default"`
+drops CLS) of its last layer (`vision_feature_layer=-1`), a 2-layer GELU projector, and a Llama
+language model (hidden 192, 3 layers, 4 heads, MLP 512) over the world tokenizer's 70 ids.
 
 Prompt format (ids, no chat template; `config.prompt_order`, default image-first):
     <bos> <image> x 65  question words "?"   ->  answer words <eos>        (question answering)
@@ -19,7 +19,9 @@ Training (`train_llava`, deterministic given the seed, resumable; PLANS below): 
 (image-first) or one row per question (question-first): up to k questions of every kind
 `questions(scene)` gives (presence, color and shape favoured), in random order, then for some images
 the caption; loss on the answer tokens only, plus (plan v2) world-clip's supervised scene losses on
-the tower's output. The tower trains at `vision_lr_scale` x the learning rate, or stays frozen at 0.
+the tower's output, plus (plans v7, v8) the binding supervision of binding.py: one language-model
+head is trained to attend from the question to the object it names. The tower trains at
+`vision_lr_scale` x the learning rate, or stays frozen at 0.
 Evaluation asks one question per row (the first turn).
 """
 
@@ -161,10 +163,15 @@ KIND_WEIGHT = {"presence": 4.0, "color": 3.0, "shape": 3.0, "texture": 0.7, "siz
 
 
 def sample_items(scene, rng: random.Random, k: int = 4, p_caption: float = 0.25,
-                 kind_weight: dict = KIND_WEIGHT):
+                 kind_weight: dict = KIND_WEIGHT, p_caption_only: float = 0.0):
     """(question or None for the caption, answer) pairs for one training image: k questions drawn
-    without replacement, favouring kinds by kind_weight, in random order; the caption last."""
+    without replacement, favouring kinds by kind_weight, in random order; the caption last. With
+    probability p_caption_only the caption alone, right after the image, as it is asked at inference
+    (a caption before questions would let them copy the answer from it)."""
     from ..data.world import caption, questions
+
+    if p_caption_only and rng.random() < p_caption_only:
+        return [(None, caption(scene))]
 
     qs = questions(scene)
     items = []
@@ -234,11 +241,9 @@ def batch_loss(model, tokenizer, pixels, items_per_image, early_answer: bool = F
 
 
 def batch_losses(model, tokenizer, pixels, items_per_image, early_answer: bool = False, bind=None):
-    """(answer loss, binding loss) of one batch. bind = (targets, heads): `targets` per image per item
-    the row positions of the named object (binding.item_targets), `heads` a list of (query position
-    "word" or "answer", layer, head) to supervise, their losses summed; needs image-first rows and
-    eager attention (the weights are read from the forward's `attentions`). Without bind the second
-    is 0."""
+    """(answer loss, binding loss) of one batch. bind: a binding.BindBatch (the supervised heads'
+    losses summed, plus readout_weight x the readout loss); needs image-first rows and eager
+    attention (the weights are read from the forward's `attentions`). Without bind the second is 0."""
     from .binding import bind_loss, bind_pairs
 
     n_img, order = model.config.image_seq_length, prompt_order(model.config)
@@ -252,14 +257,20 @@ def batch_losses(model, tokenizer, pixels, items_per_image, early_answer: bool =
         pixels = pixels[torch.tensor(which)]
     ids, lab = _pad([r[0] for r in rows], PAD_ID), _pad([r[1] for r in rows], -100)
     mask = (torch.arange(ids.shape[1])[None] < torch.tensor([len(r[0]) for r in rows])[:, None]).long()
+    readout = bind is not None and bind.readout is not None
     out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, labels=lab,
-                output_attentions=bind is not None)
+                output_attentions=bind is not None, output_hidden_states=readout)
     if bind is None:
         return out.loss, torch.tensor(0.0)
-    targets, heads = bind
     rows_ids = [r[0] for r in rows]
-    return out.loss, sum(bind_loss(out.attentions, bind_pairs(tokenizer, rows_ids, n_img, targets, at), layer, head)
-                         for at, layer, head in heads)
+    total = torch.tensor(0.0)
+    for i, (at, layer, head) in enumerate(bind.heads):
+        pairs = bind_pairs(tokenizer, rows_ids, n_img, bind.targets, at)
+        total = total + bind_loss(out.attentions, pairs, layer, head)
+        if readout and i == 0:  # hidden_states[0] is the embeddings: layer L's output is L + 1
+            total = total + bind.readout_weight * bind.readout.loss(out.hidden_states[layer + 1], pairs,
+                                                                    bind.labels)
+    return out.loss, total
 
 
 PLAN_V1 = dict(  # the first schedule: from world-clip's final tower, answer loss only
@@ -283,12 +294,30 @@ PLAN_V5 = dict(  # v4 with the caption as a last turn for most images (tried: st
 PLAN_V6 = dict(  # v4 with early-answer labels on the question's object-naming words (tried: stopped
     # at step ~800 of 1500, validation presence 50.2 / colour 54.8 / shape 53.3 at step 750)
     PLAN_V4, steps=1500, eval_every=250, early_answer=True)
-PLAN_V7 = dict(  # v3 plus binding supervision: layer 0, head 0 attends from the question's
-    # object-naming word to that object's patches (binding.py)
-    PLAN_V3, bind_weight=1.0, bind_heads=[("word", 0, 0)])
+PLAN_V7 = dict(  # v3 plus binding supervision (binding.py): at each question's "?", head 0 of layer 1
+    # attends to the named object's patches ("no" presence questions: to <bos>). Validation presence /
+    # colour / shape at step 1400 of the variants tried with v3's schedule: query at the object-naming
+    # word, layer 0: 55.2 / 84.0 / 53.3; layer 1: 59.1 / 96.8 / 53.9; + "no" -> <bos>: 67.0 / 88.8 / 52.8;
+    # the same without CLS among the image features: 66.3 / 85.1 / 48.9
+    PLAN_V3, bind_weight=1.0, bind_heads=[("answer", 1, 0)], bind_absent=True)
+PLAN_V8 = dict(  # v7 plus readout heads for the named object's shape and colour at the "?" after
+    # layer 1 (the binding head must carry shape, not only colour), 2000 steps
+    PLAN_V7, steps=2000, bind_readout=1.0)
+PLAN_V9 = dict(  # v8 with a fifth of the images captioned alone (the caption right after the image,
+    # as `generate_caption` asks it; v8 only ever saw it after three questions) instead of 10% last
+    PLAN_V8, p_caption=0.0, p_caption_only=0.2)
 PLANS = {"v1": PLAN_V1, "v2": PLAN_V2, "v3": PLAN_V3, "v4": PLAN_V4, "v5": PLAN_V5, "v6": PLAN_V6,
-         "v7": PLAN_V7}
-PLAN = PLAN_V3  # the committed weights; v1, v2, v4, v6 were tried (see the model card)
+         "v7": PLAN_V7, "v8": PLAN_V8, "v9": PLAN_V9}
+PLAN = PLAN_V8  # the committed weights; v1-v7 were tried (see the model card)
+# every option a plan may leave out, switched off (so an earlier plan trains as it did)
+OPTIONS_OFF = dict(prompt_order="image-first", features="full", single_steps=0, single_pool=0,
+                   early_answer=False, bind_weight=0.0, bind_heads=(), bind_absent=False,
+                   bind_readout=0.0, p_caption_only=0.0)
+
+
+def resolve_plan(plan: dict | None = None) -> dict:
+    """The full plan: `plan` (default: the committed PLAN) with the options it leaves out off."""
+    return dict(OPTIONS_OFF, **(PLAN if plan is None else plan))
 
 
 def starting_tower(clip_weights: str | None, which: str):
@@ -309,8 +338,8 @@ def starting_tower(clip_weights: str | None, which: str):
             from ..errors import UserError
 
             raise UserError(f"no {TOWER_FILE} in {path}: world-llava starts from world-clip's tower "
-                            f"after the supervised phase of plan v3; train it first with `neuronatlas "
-                            f"zoo train world-clip --plan v3 --out DIR`, then pass --clip-weights DIR")
+                            f"after its supervised phases; train it first with `neuronatlas zoo train "
+                            f"world-clip --out DIR`, then pass --clip-weights DIR")
         return load_tower(f)
     clip, _ = load_world_model("world-clip", path)
     return clip.config.vision_config, clip.vision_model.state_dict()
@@ -337,11 +366,11 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     """Train world-llava from world-clip's vision tower; returns (model, tokenizer, history).
     The loss is the language-model loss on the answers plus `sup_weight` x the supervised scene
     losses of world-clip's warm-up (heads on the tower's output; not part of the checkpoint)."""
-    from .binding import first_patch_position, item_targets
+    from .binding import BindBatch, Readout, first_patch_position, item_labels, item_targets
     from .clip import Heads, lr_at
     from .metrics import llava_qa
 
-    plan = dict(PLAN, **(plan or {}))
+    plan = resolve_plan(plan)
     text = dict(text, **plan.get("text", {}))  # the plan's language-model overrides
     t0 = time.time()
     torch.manual_seed(seed)
@@ -351,11 +380,13 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     else:
         vcfg, vstate = starting_tower(clip_weights, plan["tower"])
     model = build_model(None, text, seed, vision_config=vcfg, tower_state=vstate,
-                        order=plan.get("prompt_order", "image-first"), features=plan.get("features", "full"))
-    if plan.get("bind_weight"):  # the binding loss reads attention weights: sdpa does not return them
+                        order=plan["prompt_order"], features=plan["features"])
+    if plan["bind_weight"]:  # the binding loss reads attention weights: sdpa does not return them
         model.set_attn_implementation("eager")
     size, patch = vcfg.image_size, vcfg.patch_size
     heads = Heads(vcfg.hidden_size)
+    readout = Readout(text["hidden_size"]) if plan["bind_readout"] else None
+    aux = torch.nn.ModuleDict(dict(scene=heads, **({"readout": readout} if readout is not None else {})))
     tower = model.model.vision_tower
     tap = _TowerTap(tower)
     post_ln = getattr(tower, "vision_model", tower).post_layernorm
@@ -366,12 +397,12 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     # image before having to find the object a question names among several)
     single = D.render_pool(D.TRAIN_WORLD_SEED + seed + 1500, 0, plan["single_pool"],
                            D.spec_options({"n_objects": [1, 1]}), size=size, patch=patch,
-                           workers=workers) if plan.get("single_steps") else None
+                           workers=workers) if plan["single_steps"] else None
     val_pool = D.render_pool(D.VAL_WORLD_SEED + 1, 0, plan["eval_n"], None, size=size, patch=patch)
     log(f"  pool rendered in {time.time() - t0:.0f}s")
     vision = list(tower.parameters())
     vids = {id(p) for p in vision}
-    rest = [p for p in model.parameters() if id(p) not in vids] + list(heads.parameters())
+    rest = [p for p in model.parameters() if id(p) not in vids] + list(aux.parameters())
     groups = [{"params": rest, "scale": 1.0}]
     if plan["vision_lr_scale"]:
         groups.append({"params": vision, "scale": plan["vision_lr_scale"]})
@@ -381,7 +412,7 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     params = [p for g in opt.param_groups for p in g["params"]]
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
-    state = TrainingState(out_dir, model, heads, opt, gen, rng)
+    state = TrainingState(out_dir, model, aux, opt, gen, rng)
     history, best, step = state.load(log) if resume else ([], None, 0)
     deadline = t0 + minutes * 60 if minutes else None
     total = plan["steps"]
@@ -392,16 +423,20 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, plan["lr"], plan["warmup"]) * g["scale"]
-        pool = single if step < plan.get("single_steps", 0) else full
+        pool = single if step < plan["single_steps"] else full
         idx = torch.randint(len(pool), (plan["batch"],), generator=gen)
-        items = [sample_items(pool.scenes[i], rng, plan["k"], plan["p_caption"], plan["kind_weight"])
-                 for i in idx.tolist()]
+        items = [sample_items(pool.scenes[i], rng, plan["k"], plan["p_caption"], plan["kind_weight"],
+                              plan["p_caption_only"]) for i in idx.tolist()]
         bind = None
-        if plan.get("bind_weight"):
-            bind = ([item_targets(pool.scenes[i], pool.patches[i], it, plan.get("bind_absent", False),
-                                  first_patch_position(model.config))
-                     for i, it in zip(idx.tolist(), items)], plan["bind_heads"])
-        lm, bound = batch_losses(model, tokenizer, pool.pixels(idx), items, plan.get("early_answer", False),
+        if plan["bind_weight"]:
+            scenes = [pool.scenes[i] for i in idx.tolist()]
+            bind = BindBatch([item_targets(sc, pool.patches[i], it, plan["bind_absent"],
+                                           first_patch_position(model.config))
+                              for sc, i, it in zip(scenes, idx.tolist(), items)], plan["bind_heads"])
+            if readout is not None:
+                bind.labels = [item_labels(sc, it) for sc, it in zip(scenes, items)]
+                bind.readout, bind.readout_weight = readout, plan["bind_readout"]
+        lm, bound = batch_losses(model, tokenizer, pool.pixels(idx), items, plan["early_answer"],
                                  bind)
         sup = torch.tensor(0.0)
         if plan["sup_weight"]:
@@ -410,7 +445,7 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
                 rows = idx.repeat_interleave(torch.tensor([len(it) for it in items]))
             sup, _ = heads.loss(tap.out, post_ln, pool.slots[rows], pool.patches[rows],
                                 dict(slot=1.0, patch=1.0, present=1.0))
-        loss = lm + plan["sup_weight"] * sup + plan.get("bind_weight", 0.0) * bound
+        loss = lm + plan["sup_weight"] * sup + plan["bind_weight"] * bound
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

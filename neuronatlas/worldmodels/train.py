@@ -74,9 +74,13 @@ def finish(name: str, out_dir: str, history: list, wall: float, seed: int, threa
 
     if name == "world-clip":
         from .clip import PLAN
+
+        full = dict(PLAN, **(plan or {}))
     else:
-        from .llava import PLAN
-    write_card(name, out_dir, metrics, dict(PLAN, **(plan or {})), threads)
+        from .llava import resolve_plan
+
+        full = resolve_plan(plan)
+    write_card(name, out_dir, metrics, full, threads)
     return metrics
 
 
@@ -112,8 +116,8 @@ def train_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
               minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-time cap (safety stop)."),
               seed: int = typer.Option(0, "--seed", help="Training seed."),
               threads: int = typer.Option(2, "--threads", help="torch threads (1 on a busy machine)."),
-              plan: Optional[str] = typer.Option(None, "--plan", help="Schedule: world-clip v1 | v3, "
-                                                 "world-llava v1 | v2 (default: the committed one)."),
+              plan: Optional[str] = typer.Option(None, "--plan", help="Schedule: world-clip v1 | v3 | v4, "
+                                                 "world-llava v1 - v8 (default: the committed one)."),
               clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="world-llava: "
                                                          "the world-clip directory whose warm-up tower "
                                                          "(warmup_vision.safetensors) it starts from "

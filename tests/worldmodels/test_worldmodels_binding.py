@@ -95,7 +95,7 @@ def test_binding_loss_reads_the_models_attention_and_leaves_the_answer_loss_unch
     is -log of layer 0 head 0's attention mass on the named object's patch tokens (after <bos> and,
     with "full" features, CLS); question-first rows cannot be supervised (the question comes before
     the image)."""
-    from neuronatlas.worldmodels.binding import bind_pairs, first_patch_position, item_targets
+    from neuronatlas.worldmodels.binding import BindBatch, bind_pairs, first_patch_position, item_targets
     from neuronatlas.worldmodels.llava import batch_loss, batch_losses, conversation, sample_items
     from neuronatlas.worldmodels.tokenizer import build_tokenizer
 
@@ -114,7 +114,7 @@ def test_binding_loss_reads_the_models_attention_and_leaves_the_answer_loss_unch
         plain = batch_loss(model, tok, pixels, items)
         model.set_attn_implementation("eager")
         heads = [("word", 0, 0), ("answer", 0, 1)]  # two supervised heads: their losses add up
-        lm, bound = batch_losses(model, tok, pixels, items, bind=(targets, heads))
+        lm, bound = batch_losses(model, tok, pixels, items, bind=BindBatch(targets, heads))
         assert abs(lm.item() - plain.item()) < 1e-5
         n_img = model.config.image_seq_length
         rows = [conversation(tok, n_img, it)[0] for it in items]
@@ -123,7 +123,7 @@ def test_binding_loss_reads_the_models_attention_and_leaves_the_answer_loss_unch
             pairs = bind_pairs(tok, rows, n_img, targets, at)
             assert len(pairs) >= 6
             masses = []
-            for r, q, cols in pairs:  # one unpadded forward per row
+            for r, q, cols, _ in pairs:  # one unpadded forward per row
                 att = model(input_ids=torch.tensor([rows[r]]), pixel_values=pixels[r:r + 1],
                             output_attentions=True).attentions[0][0, head]
                 assert torch.allclose(att.sum(-1), torch.ones(att.shape[0]), atol=1e-5)
@@ -143,7 +143,7 @@ def test_binding_loss_reads_the_models_attention_and_leaves_the_answer_loss_unch
     for p in (0, 17, 63):
         assert torch.allclose(seen["emb"][0, first + p], projected[1 + p], atol=1e-5)
     with pytest.raises(ValueError, match="image-first"):
-        batch_losses(_tiny_llava("question-first"), tok, pixels, items, bind=(targets, [("word", 0, 0)]))
+        batch_losses(_tiny_llava("question-first"), tok, pixels, items, bind=BindBatch(targets, [("word", 0, 0)]))
 
 
 def test_binding_plan_trains_the_head_to_the_named_object():
@@ -153,7 +153,7 @@ def test_binding_plan_trains_the_head_to_the_named_object():
 
     plan = dict(L.PLAN_V3, steps=40, batch=8, pool=64, single_pool=8, single_steps=0, eval_n=8,
                 eval_every=10 ** 6, checkpoint_every=10 ** 6, warmup=2, lr=1e-2, tower="final",
-                vision_lr_scale=0.0, bind_weight=1.0, bind_heads=[("word", 0, 0)])
+                vision_lr_scale=0.0, bind_weight=1.0, bind_heads=[("word", 0, 0)], bind_absent=True)
     from neuronatlas.worldmodels.clip import TINY, build_model as build_clip
 
     clip = build_clip(TINY)
@@ -162,3 +162,35 @@ def test_binding_plan_trains_the_head_to_the_named_object():
     bind = [h["bind"] for h in hist]
     assert len(bind) == 40 and all(b > 0 for b in bind[:5])
     assert np.mean(bind[-5:]) < 0.7 * np.mean(bind[:5])
+
+
+def test_readout_heads_predict_the_named_objects_attributes_at_the_query():
+    """item_labels gives the named object's shape and colour indices (None for what names nothing);
+    the readout loss is the cross-entropy of linear heads on the residual at the query positions,
+    skipping the <bos>-targeted "no" questions."""
+    from neuronatlas.data.world import questions
+    from neuronatlas.worldmodels.binding import Readout, item_labels, item_targets, named_object
+
+    pool = D.render_pool(23, 0, 4, None, size=32, patch=4)
+    scene = pool.scenes[0]
+    qas = questions(scene)
+    items = [(qa.question, qa.answer) for qa in qas] + [(None, "caption")]
+    labels = item_labels(scene, items)
+    for qa, lab in zip(qas, labels):
+        obj = named_object(scene, qa)
+        assert (lab is None) == (obj is None)
+        if obj is not None:
+            assert (D.NAMES["shape"][lab["shape"]], D.NAMES["color"][lab["color"]]) == (obj.shape, obj.color)
+    assert labels[-1] is None
+    targets = item_targets(scene, pool.patches[0], items, absent=True)
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 40, 16)
+    pairs = [(0, 3 + k, t, k) for k, t in enumerate(targets) if t]  # a query position per item
+    head = Readout(16)
+    got = head.loss(hidden, pairs, [labels])
+    kept = [(q, labels[k]) for _, q, _, k in pairs if labels[k] is not None]
+    assert 0 < len(kept) < len(pairs)  # the "no" questions were skipped
+    h = torch.stack([hidden[0, q] for q, _ in kept])
+    want = sum(torch.nn.functional.cross_entropy(head.heads[a](h), torch.tensor([lab[a] for _, lab in kept]))
+               for a in ("shape", "color"))
+    assert torch.allclose(got, want)

@@ -132,6 +132,11 @@ def test_llava_trains_from_world_clip_warmup_tower(tmp_path):
     vcfg, state = load_tower(os.path.join(clip_dir, TOWER_FILE))
     assert vcfg.hidden_size == 32 and vcfg.image_size == 32
     out = str(tmp_path / "llava")
+    from neuronatlas.worldmodels.llava import PLAN, resolve_plan
+
+    # an earlier plan trains as it did: options it leaves out (binding, ...) are off, not the default's
+    assert PLAN["bind_weight"] and not resolve_plan(PLAN_V2)["bind_weight"] and resolve_plan() == dict(
+        resolve_plan(PLAN))
     plan = dict(PLAN_V2, steps=6, batch=8, pool=32, eval_n=8, eval_every=3, checkpoint_every=4, warmup=2)
     model, _, hist = train_llava(out, clip_weights=clip_dir, plan=plan, text=TINY_TEXT, log=lambda *a: None,
                                  workers=1)
@@ -282,3 +287,25 @@ def test_early_answer_labels_sit_on_the_object_naming_words():
     got = [(words[i - 1], tok.convert_ids_to_tokens(early[i])) for i in range(1, len(ids))
            if early[i] != plain[i]]
     assert got == [("red", "star"), ("thing", "star"), ("circle", "yes"), ("left", "heart")]
+
+
+def test_caption_only_rows_put_the_caption_right_after_the_image():
+    """p_caption_only: that share of images is captioned alone (the layout generate_caption asks);
+    at 0 the draws, and so every earlier plan's data, are unchanged."""
+    from neuronatlas.data.world import caption
+    from neuronatlas.worldmodels.llava import conversation, sample_items
+    from neuronatlas.worldmodels.tokenizer import CAPTION_ID, IMAGE_ID, build_tokenizer
+
+    pool = D.render_pool(10, 0, 40)
+    a, b = random.Random(3), random.Random(3)
+    assert [sample_items(s, a, 3, 0.1) for s in pool.scenes] == \
+        [sample_items(s, b, 3, 0.1, p_caption_only=0.0) for s in pool.scenes]
+    rng = random.Random(4)
+    rows = [sample_items(s, rng, 3, 0.0, p_caption_only=0.5) for s in pool.scenes]
+    alone = [(s, r) for s, r in zip(pool.scenes, rows) if r[0][0] is None]
+    assert 8 < len(alone) < 32 and all(r == [(None, caption(s))] for s, r in alone)
+    assert all(q is not None for r in rows if r[0][0] is not None for q, _ in r)
+    tok = build_tokenizer()
+    ids, labels = conversation(tok, 3, alone[0][1])
+    assert ids[:5] == [ids[0], IMAGE_ID, IMAGE_ID, IMAGE_ID, CAPTION_ID]
+    assert tok.decode([i for i, l in zip(ids, labels) if l != -100], skip_special_tokens=True) == caption(alone[0][0])
