@@ -247,7 +247,7 @@ def train_clip(out_dir: str | None = None, seed: int = 0, minutes: float | None 
     total = sum(p["steps"] for p in phases)
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
-    state = TrainingState(out_dir, model, heads, opt, gen, rng)
+    state = TrainingState(out_dir, model, heads, opt, gen, rng, dict(plan, seed=seed, cfg=cfg))
     history, best, step = state.load(log) if resume else ([], None, 0)
     deadline = t0 + minutes * 60 if minutes else None
     ends = [sum(p["steps"] for p in phases[:k + 1]) for k in range(len(phases))]

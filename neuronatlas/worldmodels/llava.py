@@ -412,7 +412,7 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     params = [p for g in opt.param_groups for p in g["params"]]
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
-    state = TrainingState(out_dir, model, aux, opt, gen, rng)
+    state = TrainingState(out_dir, model, aux, opt, gen, rng, dict(plan, seed=seed, text=text))
     history, best, step = state.load(log) if resume else ([], None, 0)
     deadline = t0 + minutes * 60 if minutes else None
     total = plan["steps"]

@@ -86,6 +86,12 @@ def test_clip_training_resumes_exactly_after_interruption(tmp_path):
     out = str(tmp_path / "cut")
     _, _, part = _tiny_clip(out_dir=out, stop_at=13)
     assert len(part) == 13 and os.path.isfile(os.path.join(out, RESUME_FILE))
+    import pytest
+
+    from neuronatlas.errors import UserError
+
+    with pytest.raises(UserError, match="another plan"):  # another run's state is not continued
+        _tiny_clip(seed=1, out_dir=out)
     _, _, resumed = _tiny_clip(out_dir=out)
     assert [h["loss"] for h in resumed] == [h["loss"] for h in ref]
     assert not os.path.isfile(os.path.join(out, RESUME_FILE))
