@@ -94,7 +94,7 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             f"validation images (world seed 998, disjoint from the test world), checked every "
             f"{plan['eval_every']} steps of the contrastive phase and at the end. The vision tower "
             "after the supervised phase is saved as `warmup_vision.safetensors` (world-llava starts "
-            "from it in plans v2, v3, v7 and v8).",
+            "from it in plans v2, v3 and v7-v9).",
             "", "## Held-out metrics (protocol)",
             "Zero-shot top-1 on 1000 held-out single-object images (world seed 999, full world: every "
             "texture, size, background): colour = argmax over the 11 prompts \"a {color} thing\", shape "
@@ -131,8 +131,8 @@ def write_card(name: str, out_dir: str, metrics: dict, plan: dict, threads: int)
             "questions of all kinds (weights " + ", ".join(f"{k} {w}" for k, w in plan["kind_weight"].items())
             + (") in one multi-turn row per image" if config.get("prompt_order", "image-first") == "image-first"
                else ") as one row per question (the image repeated in each)")
-            + ", and, for " + f"{plan.get('p_caption', 0.25):.0%}"
-            + " of the images, the caption as well"
+            + (f", and, for {plan.get('p_caption', 0.25):.0%} of the images, the caption as well"
+               if plan.get("p_caption", 0.25) else "")
             + (f"; {plan['p_caption_only']:.0%} of the images are captioned alone instead (the caption "
                "right after the image, as at inference)" if plan.get("p_caption_only") else "")
             + "; loss on answer tokens only"

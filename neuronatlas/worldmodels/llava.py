@@ -19,7 +19,7 @@ Training (`train_llava`, deterministic given the seed, resumable; PLANS below): 
 (image-first) or one row per question (question-first): up to k questions of every kind
 `questions(scene)` gives (presence, color and shape favoured), in random order, then for some images
 the caption; loss on the answer tokens only, plus (plan v2) world-clip's supervised scene losses on
-the tower's output, plus (plans v7, v8) the binding supervision of binding.py: one language-model
+the tower's output, plus (plans v7-v9) the binding supervision of binding.py: one language-model
 head is trained to attend from the question to the object it names. The tower trains at
 `vision_lr_scale` x the learning rate, or stays frozen at 0.
 Evaluation asks one question per row (the first turn).
@@ -308,7 +308,7 @@ PLAN_V9 = dict(  # v8 with a fifth of the images captioned alone (the caption ri
     PLAN_V8, p_caption=0.0, p_caption_only=0.2)
 PLANS = {"v1": PLAN_V1, "v2": PLAN_V2, "v3": PLAN_V3, "v4": PLAN_V4, "v5": PLAN_V5, "v6": PLAN_V6,
          "v7": PLAN_V7, "v8": PLAN_V8, "v9": PLAN_V9}
-PLAN = PLAN_V8  # the committed weights; v1-v7 were tried (see the model card)
+PLAN = PLAN_V9  # the committed weights; v1-v8 were tried (see the model card)
 # every option a plan may leave out, switched off (so an earlier plan trains as it did)
 OPTIONS_OFF = dict(prompt_order="image-first", features="full", single_steps=0, single_pool=0,
                    early_answer=False, bind_weight=0.0, bind_heads=(), bind_absent=False,
