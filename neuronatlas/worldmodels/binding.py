@@ -53,17 +53,25 @@ def first_patch_position(config) -> int:
     return 1 + (config.vision_feature_select_strategy == "full")
 
 
-def item_targets(scene, patch_labels: torch.Tensor, items, absent: bool = False,
-                 first_patch: int = 2) -> list[list[int]]:
-    """For each (question, answer) item of one image: the row positions the binding head should
-    attend to, the named object's patch tokens ([] for the caption turn and for questions that name
-    no object). absent: a "no" presence question targets <bos> instead, a null position the head
-    falls back to when nothing matches (so "is there ...?" can be answered from where it looked)."""
+def named_items(scene, items) -> list[tuple]:
+    """For each (question, answer) item of one image: (its QA, or None for the caption turn; the
+    object it names, or None). Computed once per image, shared by item_targets and item_labels."""
     by_text = {qa.question: qa for qa in questions(scene)}
     out = []
     for q, _ in items:
         qa = by_text.get(q) if q is not None else None
-        obj = named_object(scene, qa) if qa is not None else None
+        out.append((qa, named_object(scene, qa) if qa is not None else None))
+    return out
+
+
+def item_targets(named, patch_labels: torch.Tensor, absent: bool = False,
+                 first_patch: int = 2) -> list[list[int]]:
+    """For each item (named_items of one image): the row positions the binding head should attend
+    to, the named object's patch tokens ([] for the caption turn and for questions that name no
+    object). absent: a "no" presence question targets <bos> instead, a null position the head falls
+    back to when nothing matches (so "is there ...?" can be answered from where it looked)."""
+    out = []
+    for qa, obj in named:
         if obj is not None:
             out.append([first_patch + p for p in object_patches(patch_labels, obj)])
         elif absent and qa is not None and qa.kind == "presence":
@@ -71,9 +79,6 @@ def item_targets(scene, patch_labels: torch.Tensor, items, absent: bool = False,
         else:
             out.append([])
     return out
-
-
-QUERY_AT = ("word", "answer")
 
 
 READOUT = ("shape", "color")  # the named object's attributes the readout heads predict
@@ -113,14 +118,14 @@ class BindBatch:
     readout_weight: float = 0.0
 
 
-def item_labels(scene, items) -> list[dict | None]:
-    """For each item of one image: {attr: index in NAMES[attr]} of the object it names, or None."""
-    by_text = {qa.question: qa for qa in questions(scene)}
-    out = []
-    for q, _ in items:
-        obj = named_object(scene, by_text[q]) if q in by_text else None
-        out.append({a: NAMES[a].index(getattr(obj, a)) for a in READOUT} if obj is not None else None)
-    return out
+def item_labels(named) -> list[dict | None]:
+    """For each item (named_items of one image): {attr: index in NAMES[attr]} of the object it
+    names, or None."""
+    return [{a: NAMES[a].index(getattr(obj, a)) for a in READOUT} if obj is not None else None
+            for _, obj in named]
+
+
+QUERY_AT = ("word", "answer")
 
 
 def query_positions(ids: list[int], n_img: int, question_mark: int, key_ids: frozenset[int],

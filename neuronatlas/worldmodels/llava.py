@@ -366,7 +366,7 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
     """Train world-llava from world-clip's vision tower; returns (model, tokenizer, history).
     The loss is the language-model loss on the answers plus `sup_weight` x the supervised scene
     losses of world-clip's warm-up (heads on the tower's output; not part of the checkpoint)."""
-    from .binding import BindBatch, Readout, first_patch_position, item_labels, item_targets
+    from .binding import BindBatch, Readout, first_patch_position, item_labels, item_targets, named_items
     from .clip import Heads, lr_at
     from .metrics import llava_qa
 
@@ -429,13 +429,12 @@ def train_llava(out_dir: str | None = None, seed: int = 0, minutes: float | None
                               plan["p_caption_only"]) for i in idx.tolist()]
         bind = None
         if plan["bind_weight"]:
-            scenes = [pool.scenes[i] for i in idx.tolist()]
-            bind = BindBatch([item_targets(sc, pool.patches[i], it, plan["bind_absent"],
-                                           first_patch_position(model.config))
-                              for sc, i, it in zip(scenes, idx.tolist(), items)], plan["bind_heads"])
-            if readout is not None:
-                bind.labels = [item_labels(sc, it) for sc, it in zip(scenes, items)]
-                bind.readout, bind.readout_weight = readout, plan["bind_readout"]
+            named = [named_items(pool.scenes[i], it) for i, it in zip(idx.tolist(), items)]
+            first = first_patch_position(model.config)
+            bind = BindBatch([item_targets(nm, pool.patches[i], plan["bind_absent"], first)
+                              for nm, i in zip(named, idx.tolist())], plan["bind_heads"],
+                             labels=[item_labels(nm) for nm in named] if readout is not None else None,
+                             readout=readout, readout_weight=plan["bind_readout"])
         lm, bound = batch_losses(model, tokenizer, pool.pixels(idx), items, plan["early_answer"],
                                  bind)
         sup = torch.tensor(0.0)

@@ -28,7 +28,7 @@ def _owner_by_brute_force(scene, size, patch):
 def test_named_object_and_its_patches_match_the_rendered_scene():
     from neuronatlas.data.world import questions
     from neuronatlas.data.world.vocab import phrase
-    from neuronatlas.worldmodels.binding import item_targets, named_object, object_patches
+    from neuronatlas.worldmodels.binding import item_targets, named_items, named_object, object_patches
 
     pool = D.render_pool(21, 0, 40, None, size=64, patch=8)
     checked = {k: 0 for k in ("color", "shape", "position", "presence", "texture", "size")}
@@ -50,14 +50,15 @@ def test_named_object_and_its_patches_match_the_rendered_scene():
             assert object_patches(pool.patches[i], obj) == [p for p, k in enumerate(owner) if k in same]
         # row positions (image-first: <bos> 0, CLS 1, patch p at 2 + p); "no" -> <bos> with absent
         items = [(qa.question, qa.answer) for qa in questions(scene)] + [(None, "a caption")]
+        named = named_items(scene, items)
         for absent in (False, True):
-            for (q, a), qa, got in zip(items, questions(scene), item_targets(scene, pool.patches[i], items, absent)):
+            for qa, got in zip(questions(scene), item_targets(named, pool.patches[i], absent)):
                 obj = named_object(scene, qa)
                 if obj is not None:
                     assert got == [2 + p for p in object_patches(pool.patches[i], obj)]
                 else:
                     assert got == ([0] if absent and qa.kind == "presence" else [])
-            assert item_targets(scene, pool.patches[i], items, absent)[-1] == []
+            assert item_targets(named, pool.patches[i], absent)[-1] == []
     assert all(n > 5 for n in checked.values()), checked
 
 
@@ -95,7 +96,7 @@ def test_binding_loss_reads_the_models_attention_and_leaves_the_answer_loss_unch
     is -log of layer 0 head 0's attention mass on the named object's patch tokens (after <bos> and,
     with "full" features, CLS); question-first rows cannot be supervised (the question comes before
     the image)."""
-    from neuronatlas.worldmodels.binding import BindBatch, bind_pairs, first_patch_position, item_targets
+    from neuronatlas.worldmodels.binding import BindBatch, bind_pairs, first_patch_position, item_targets, named_items
     from neuronatlas.worldmodels.llava import batch_loss, batch_losses, conversation, sample_items
     from neuronatlas.worldmodels.tokenizer import build_tokenizer
 
@@ -107,7 +108,7 @@ def test_binding_loss_reads_the_models_attention_and_leaves_the_answer_loss_unch
     pool = D.render_pool(22, 0, 6, None, size=32, patch=4)
     rng = random.Random(1)
     items = [sample_items(s, rng, k=4) for s in pool.scenes]
-    targets = [item_targets(s, pool.patches[i], it, first_patch=first)
+    targets = [item_targets(named_items(s, it), pool.patches[i], first_patch=first)
                for i, (s, it) in enumerate(zip(pool.scenes, items))]
     pixels = pool.pixels(torch.arange(6))
     with torch.no_grad():
@@ -169,20 +170,20 @@ def test_readout_heads_predict_the_named_objects_attributes_at_the_query():
     the readout loss is the cross-entropy of linear heads on the residual at the query positions,
     skipping the <bos>-targeted "no" questions."""
     from neuronatlas.data.world import questions
-    from neuronatlas.worldmodels.binding import Readout, item_labels, item_targets, named_object
+    from neuronatlas.worldmodels.binding import Readout, item_labels, item_targets, named_items, named_object
 
     pool = D.render_pool(23, 0, 4, None, size=32, patch=4)
     scene = pool.scenes[0]
     qas = questions(scene)
     items = [(qa.question, qa.answer) for qa in qas] + [(None, "caption")]
-    labels = item_labels(scene, items)
+    labels = item_labels(named_items(scene, items))
     for qa, lab in zip(qas, labels):
         obj = named_object(scene, qa)
         assert (lab is None) == (obj is None)
         if obj is not None:
             assert (D.NAMES["shape"][lab["shape"]], D.NAMES["color"][lab["color"]]) == (obj.shape, obj.color)
     assert labels[-1] is None
-    targets = item_targets(scene, pool.patches[0], items, absent=True)
+    targets = item_targets(named_items(scene, items), pool.patches[0], absent=True)
     torch.manual_seed(0)
     hidden = torch.randn(1, 40, 16)
     pairs = [(0, 3 + k, t, k) for k, t in enumerate(targets) if t]  # a query position per item
