@@ -82,12 +82,22 @@ class ChatServer:
             for k, v in (headers or {}).items():
                 h.send_header(k, v)
             h.end_headers()
+            # out of flight before the reply leaves: a client that has the reply may send its next
+            # request at once, and must not find this handler still counted
+            self._leave(h)
             h.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
             pass
 
+    def _leave(self, h):
+        with self.lock:
+            if getattr(h, "counted", False):
+                h.counted = False
+                self.in_flight -= 1
+
     def handle(self, h):
         body = json.loads(h.rfile.read(int(h.headers["Content-Length"])))
+        h.counted = True
         with self.lock:
             self.requests += 1
             n = self.requests
@@ -136,8 +146,7 @@ class ChatServer:
                                 "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                                           "total_tokens": prompt + completion}})
         finally:
-            with self.lock:
-                self.in_flight -= 1
+            self._leave(h)
 
     @staticmethod
     def answer(text: str, images: list) -> str:
