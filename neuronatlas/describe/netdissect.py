@@ -98,7 +98,12 @@ class IoUCounter:
 
     def __init__(self, thresholds: torch.Tensor, n_concepts: int, mask_size: int,
                  max_elements: int = 1 << 24):
-        self.thr = thresholds.to(torch.float64)
+        thr = thresholds.to(torch.float64)
+        # the largest float32 <= each threshold: for float32 x, x > t (float64) iff x > this, so the
+        # per-pixel compare runs in float32 with the same result
+        t32 = thr.to(torch.float32)
+        self.thr = torch.where(t32.to(torch.float64) > thr,
+                               torch.nextafter(t32, torch.tensor(-float("inf"))), t32)
         n_units = len(thresholds)
         self.mask_size, self.max_elements = mask_size, max_elements
         self.inter = torch.zeros(n_units, n_concepts, dtype=torch.float64)
@@ -115,7 +120,7 @@ class IoUCounter:
         for a in range(0, n_units, step):
             part = maps_BUhw[:, a:a + step].float()
             up = F.interpolate(part, size=(m, m), mode="bilinear", align_corners=False)
-            act = (up.to(torch.float64) > self.thr[a:a + step].view(1, -1, 1, 1)).to(torch.float32)
+            act = (up > self.thr[a:a + step].view(1, -1, 1, 1)).to(torch.float32)
             act_P = act.permute(1, 0, 2, 3).reshape(act.shape[1], -1)  # (u, B*M*M)
             self.act[a:a + step] += act_P.sum(1).to(torch.float64)
             # counts per chunk are <= B*M*M, exact in float32 when below 2**24
