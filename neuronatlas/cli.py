@@ -280,27 +280,49 @@ def _register_features() -> None:
 _register_features()
 
 
+_RESUME = "interrupted; rerun the same command to resume from the last checkpoint"
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    """click's or typer's vendored usage error (the two no longer share a base class)."""
+    return "click" in (type(exc).__module__ or "") and hasattr(exc, "show") and hasattr(exc, "exit_code")
+
+
 def main() -> None:
+    import os
+
+    debug = "--debug" in sys.argv[1:] or os.environ.get("NEURONATLAS_DEBUG") == "1"
+    if "--debug" in sys.argv[1:]:
+        sys.argv.remove("--debug")
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except UserError as exc:
+        if debug:
+            raise
         _err(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
-        _err("interrupted; rerun the same command to resume from the last checkpoint")
+        _err(_RESUME)
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        name = type(exc).__name__
+        if _is_click_error(exc):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
+        if name == "Exit" and hasattr(exc, "exit_code"):
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if name == "Abort":
             _err("aborted")
             sys.exit(1)
-        raise
+        if debug:
+            raise
+        _err(f"unexpected {name}: {exc} (rerun with --debug or NEURONATLAS_DEBUG=1 for the traceback)")
+        sys.exit(1)
+    # typer >= 0.29 returns the exit code (130 on Ctrl-C) instead of raising
+    if isinstance(rc, int) and rc != 0:
+        if rc == 130:
+            _err(_RESUME)
+        sys.exit(rc)
 
 
 if __name__ == "__main__":
