@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import TINY_CNN, make_images
+from tests.conftest import TINY_CNN, make_images
 
 CLI = [sys.executable, "-m", "neuronatlas.cli"]
 
