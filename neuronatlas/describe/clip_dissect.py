@@ -5,7 +5,12 @@ Oikarinen & Weng, "CLIP-Dissect: Automatic Description of Neuron Representations
 Networks", ICLR 2023 (arXiv:2204.10965); reference code Trustworthy-ML-Lab/CLIP-dissect.
 
 Notation: N probe images, U units, C concepts. A[i,u] is the unit's pooled activation on image i;
-P[i,c] = s * cos(image_i, text_c) with s = 100 (the reference's logit scale, `logit_scale`).
+P[i,c] = s * cos(image_i, text_c), s = `logit_scale`, default 1: the reference's P is the plain cosine
+of the L2-normalised embeddings (utils.get_similarity_from_activations: image_features @
+text_features.T, no logit scale). s > 1 sharpens wpmi / soft_wpmi's softmax (softmax(a * s * cos)):
+s = 100 (CLIP's own logit scale) made soft-WPMI's top-1 differ from the reference's on most units
+and cost accuracy (docs/fidelity.md). cos, rank_reorder and the labels of cos_cubed do not depend on
+s, except where cos_cubed's min_norm clamp binds.
 
     cos           sim[u,c] = <A[:,u] / |A[:,u]|, P[:,c] / |P[:,c]|>                (norms over images)
     cos_cubed     A' = (A - mean_i A)^3, P' = (P - mean_i P)^3, each column divided by
@@ -34,7 +39,8 @@ random; B is a per-unit constant); a concept whose mean similarity over the top 
 go to the lower concept index. The wpmi sum is computed as sum_j log(q_j) + sum_j log1p(p_j Q / q_j),
 q_j = 1 - p_j + eps (the same number); terms with p_j Q / q_j < 1e-9 are skipped (each changes the
 score by less than 1e-9), and so are softmax-normaliser terms below e^-60 of a row's largest. With
-CLIP's peaked softmax (a * 100 * cos) that leaves ~0.2% of the (image, concept) entries to compute.
+a peaked softmax (large a * s) that leaves few of the (image, concept) entries to compute; at the
+default s = 1 the softmax is flat and the dense path runs.
 
 Scale: the work runs over blocks of concepts (P never exists in full: a block is image_emb @
 text_emb[block].T) and of units; the activations are streamed by rows (once for the top images of
@@ -62,7 +68,7 @@ DEFAULTS: dict[str, dict] = {
 }
 SIMILARITIES = tuple(DEFAULTS)
 DEFAULT_SIMILARITY = "soft_wpmi"
-LOGIT_SCALE = 100.0
+LOGIT_SCALE = 1.0  # the reference's P is the plain cosine (no CLIP logit scale)
 SKIP = 1e-9  # wpmi terms log1p(y) with y below this are dropped
 
 
