@@ -275,6 +275,9 @@ def _register_features() -> None:
     app.add_typer(lens_app, name="lens", help="CLIP second-order lens: neuron effects through later "
                                               "attention heads, rank-1 PCs, ablations, text "
                                               "decomposition, segmentation, adversarial images.")
+    from .vlm.cli import vlm_app
+
+    app.add_typer(vlm_app, name="vlm", help="VLM mechanistic interpretability: logit lens.")
 
 
 _register_features()

@@ -51,6 +51,8 @@ class VlmSubject:
     build_prompt: Callable[[int, str | None], list[int]]
     transform: Callable  # PIL image -> pixel tensor [3, H, W]
     name: str = "llava"
+    view: Callable | None = None  # PIL image -> the RGB image the model sees (resize / crop, no norm)
+    tokenizer: object = None  # a transformers tokenizer (answers are decoded and words encoded with it)
 
     @property
     def config(self):
@@ -76,6 +78,17 @@ class VlmSubject:
     def n_image_tokens(self) -> int:
         return self.grid * self.grid + int(self.has_cls)
 
+    def seen(self, image):
+        """The image as the model sees it (its resize and crop), square, for display and masks."""
+        if self.view is not None:
+            return self.view(image)
+        size = int(self.config.vision_config.image_size)
+        return image.convert("RGB").resize((size, size))
+
+    def image_positions(self, input_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Per row, the sequence positions of its image tokens, in feature order."""
+        return [torch.nonzero(row == self.image_token_id).flatten() for row in input_ids]
+
     def patch_of(self, k: int) -> int:
         """Grid cell (row * grid + col) of the k-th image token, or -1 for CLS."""
         return k - 1 if self.has_cls else k
@@ -96,10 +109,14 @@ def world_llava_subject(model, tokenizer) -> VlmSubject:
     from ..worldmodels.zoo import preprocess
 
     order = prompt_order(model.config)
-    return VlmSubject(
+    pre = preprocess(model.config.vision_config.image_size)
+    geometry = pre.geometry()
+    subject = VlmSubject(
         model=model.eval(), decode_token=lambda t: tokenizer.convert_ids_to_tokens(int(t)),
         build_prompt=lambda n, q: prompt_ids(tokenizer, n, q, order),
-        transform=preprocess(model.config.vision_config.image_size).transform(), name="zoo:world-llava")
+        transform=pre.transform(), name="zoo:world-llava",
+        view=lambda im: geometry(im.convert("RGB")), tokenizer=tokenizer)
+    return subject
 
 
 def hf_llava_subject(path: str, template: str = "USER: <image>\n{prompt} ASSISTANT:") -> VlmSubject:
@@ -120,7 +137,16 @@ def hf_llava_subject(path: str, template: str = "USER: <image>\n{prompt} ASSISTA
     def transform(im):
         return proc.image_processor(im, return_tensors="pt")["pixel_values"][0]
 
-    return VlmSubject(model, lambda t: tok.convert_ids_to_tokens(int(t)), build, transform, name=path)
+    def view(im):  # the processor's own resize and crop, without rescale / normalisation
+        from PIL import Image
+
+        arr = proc.image_processor(im.convert("RGB"), do_rescale=False, do_normalize=False,
+                                   return_tensors="np")["pixel_values"][0]
+        return Image.fromarray(arr.transpose(1, 2, 0).clip(0, 255).astype("uint8"))
+
+    subject = VlmSubject(model, lambda t: tok.convert_ids_to_tokens(int(t)), build, transform,
+                         name=path, view=view, tokenizer=tok)
+    return subject
 
 
 def load_subject(spec: str, weights: str | None = None, random_weights: bool = False) -> VlmSubject:
