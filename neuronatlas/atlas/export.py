@@ -25,6 +25,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..run import Run, open_run
 from .index import ensure_index
+from .lens_view import export_lens, has_logit_lens, lens_only
 from .pages import EXPORT_URLS, STATIC, shell_html, unit_detail
 from .queries import AtlasIndex
 from .tiles import TileRenderer
@@ -67,11 +68,17 @@ def image_units(run: Run, index: AtlasIndex, images) -> list[str]:
 
 def export(run: Run | str | Path, out: str | Path, images="auto", progress: bool = True,
            renderer: TileRenderer | None = None) -> Path:
-    """Write the static atlas of `run` into `out`; returns the path of its index.html."""
-    run = open_run(run) if not isinstance(run, Run) else run
+    """Write the static atlas of `run` into `out`; returns the path of its index.html.
+    A run with a logit lens gets the lens viewer in OUT/vlm/ (a lens-only directory: only that)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise UserError(f"{out} exists and is not an atlas export: choose an empty or new directory")
+    if not isinstance(run, Run) and lens_only(run):
+        out.mkdir(parents=True, exist_ok=True)
+        page = export_lens(Path(run), out / "vlm", atlas_home=None, progress=progress)
+        (out / MARKER).write_text(json.dumps({"run": str(run), "lens": True}))
+        return page
+    run = open_run(run) if not isinstance(run, Run) else run
     if out.resolve() == run.path.resolve() or run.path.resolve() in out.resolve().parents:
         raise UserError(f"export the atlas outside the run directory (got {out})")
     for sub in ("data", "img"):
@@ -94,6 +101,9 @@ def export(run: Run | str | Path, out: str | Path, images="auto", progress: bool
     for name in ("app.js", "app.css"):
         shutil.copyfile(STATIC / name, out / "assets" / name)
     config = {"mode": "static", "assets": "assets", "run": run.path.name}
+    if has_logit_lens(run.path):
+        config["lens"] = "vlm/index.html"
+        export_lens(run.path, out / "vlm", progress=progress)
     (out / "index.html").write_text(shell_html(config, f"neuronatlas: {run.path.name}"),
                                     encoding="utf-8")
 

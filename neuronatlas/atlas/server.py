@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import UserError
 from ..run import Run, open_run
 from .index import ensure_index
+from .lens_view import add_lens_routes, has_logit_lens, lens_only
 from .pages import SERVER_URLS, STATIC, not_found_html, safe_join, shell_html, unit_detail
 from .queries import AtlasIndex, CompareQuery, UnitNotFound, UnitQuery
 from .tiles import TileRenderer
@@ -28,6 +29,8 @@ log = logging.getLogger("neuronatlas.atlas")
 
 
 def create_app(run: Run | str | Path, renderer: TileRenderer | None = None):
+    if not isinstance(run, Run) and lens_only(run):
+        return _lens_app(Path(run))
     run = open_run(run) if not isinstance(run, Run) else run
     path, _ = ensure_index(run)
     index = AtlasIndex(path)
@@ -37,6 +40,9 @@ def create_app(run: Run | str | Path, renderer: TileRenderer | None = None):
                   openapi_url=None)
     app.state.run, app.state.index, app.state.renderer = run, index, renderer
     config = {"mode": "server", "assets": "/static", "run": run.path.name}
+    if has_logit_lens(run.path):
+        config["lens"] = "/vlm/lens"
+        add_lens_routes(app, run.path)
 
     def missing(request: Request, message: str):
         if request.url.path.startswith(("/api/", "/tiles/", "/files/", "/static/")):
@@ -146,6 +152,25 @@ def create_app(run: Run | str | Path, renderer: TileRenderer | None = None):
         """Download one of the run's own files (tables, run.json); nothing outside the run."""
         path = safe_join(run.path, rel)
         return FileResponse(path) if path else missing(request, "no such file in this run")
+
+    return app
+
+
+def _lens_app(path: Path):
+    """A directory with only a logit lens (no recording): the viewer alone, / leads to it."""
+    from fastapi.responses import RedirectResponse
+
+    app = FastAPI(title=f"neuronatlas: {path.name}", docs_url=None, redoc_url=None, openapi_url=None)
+    add_lens_routes(app, path, atlas_home=None)
+
+    @app.get("/")
+    def home():
+        return RedirectResponse("/vlm/lens")
+
+    @app.get("/static/{rel:path}")
+    def static(rel: str):
+        p = safe_join(STATIC, rel)
+        return FileResponse(p) if p else JSONResponse({"error": "no such file"}, status_code=404)
 
     return app
 

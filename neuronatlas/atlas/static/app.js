@@ -459,7 +459,7 @@
         OV = await api.overview();
         document.getElementById('runname').textContent = OV.run;
         document.getElementById('brand').href = href('/');
-        document.querySelectorAll('#nav a').forEach(a => { a.href = href(a.dataset.page === 'overview' ? '/' : '/' + a.dataset.page); a.classList.add('in'); });
+        document.querySelectorAll('#nav a[data-page]').forEach(a => { a.href = href(a.dataset.page === 'overview' ? '/' : '/' + a.dataset.page); a.classList.add('in'); });
       }
       if (r.page === 'overview') { app.innerHTML = overviewPage(OV); document.title = OV.run + ' - neuronatlas'; }
       else if (r.page === 'units') await unitsPage(r.params);
@@ -474,6 +474,11 @@
     window.scrollTo(0, 0);
   }
 
+  if (CFG.lens) { // the run has a logit lens (vlm): its viewer is a page of its own
+    const a = document.createElement('a');
+    a.id = 'nav-lens'; a.href = CFG.lens; a.textContent = 'Logit lens';
+    document.getElementById('nav').appendChild(a);
+  }
   if (SERVER) {
     document.addEventListener('click', ev => {
       const a = ev.target.closest('a.in');
