@@ -2,18 +2,22 @@
 
 Shards may have run on different machines; each left a complete checkpoint in RUN/partials/. The merge
 is exact for top/bottom-k, min/max, counts and histograms, and equal to float64 rounding for mean/std.
+
+The merge is idempotent: every output is written under a temporary name and renamed, run.json is
+marked complete last, and the shards' inputs are deleted only after that. A merge killed at any step
+(the named `fault_point`s below, exercised by tests/reliability/) is finished by the next one.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .. import run as rundir
 from ..errors import UserError
+from ..faults import fault_point
 from .accumulator import LayerAccumulator
 from .recorder import shard_indices
 from .stats import hist_edges
@@ -38,6 +42,7 @@ def finalize(out: str | Path, require: bool = False):
     out = Path(out)
     meta = rundir.read_meta(out)
     if meta.get("status") == "complete":
+        rundir.remove_partial_acts(out)  # a merge killed after marking the run complete
         return rundir.open_run(out)
     status = shard_status(out)
     missing = [s for s, prog in status if not (prog and prog["complete"])]
@@ -62,18 +67,24 @@ def finalize(out: str | Path, require: bool = False):
             else:
                 merged[layer] = acc
 
+    fault_point("merge.start")
     images = _image_table(out, progress, n_shards)
     units = []
     for layer in layers:
         acc = merged[layer]
         rundir.write_layer_arrays(out, layer, {**acc.extremes.state(), "hist": acc.stats.hist.numpy()})
+        fault_point("merge.layer_arrays")
         units.append(_unit_rows(layer, acc))
-        if meta["key"]["save_acts"]:
+        if meta["key"]["save_acts"] and not rundir.final_acts_path(out, layer).exists():
+            # present only when a killed merge already renamed it into place (complete)
             _assemble_acts(out, layer, acc.n_units, n_images, n_shards, mode)
+            fault_point("merge.acts")
     import pandas as pd
 
     rundir.write_table(out, "units", pd.concat(units, ignore_index=True))
+    fault_point("merge.units")
     rundir.write_table(out, "images", images)
+    fault_point("merge.images")
     rundir.write_hist_edges(out, hist_edges())
     counts = images["status"].value_counts()
     meta["status"] = "complete"
@@ -82,6 +93,8 @@ def finalize(out: str | Path, require: bool = False):
                        "n_unreadable": int(counts.get("unreadable", 0)),
                        "n_duplicate": int(counts.get("duplicate", 0))}
     rundir.write_json(out / "run.json", meta)
+    fault_point("merge.complete")
+    rundir.remove_partial_acts(out)
     return rundir.open_run(out)
 
 
@@ -124,11 +137,10 @@ def _image_table(out: Path, progress: list[dict], n_shards: int):
 
 
 def _assemble_acts(out: Path, layer: str, n_units: int, n_images: int, n_shards: int, mode: str):
-    final = rundir.layer_dir(out, layer) / "acts.npy"
     parts = [rundir.partial_acts_path(rundir.partial_dir(out, s, n_shards), layer)
              for s in range(n_shards)]
-    if n_shards == 1:  # the shard's rows are already in probe order: move, don't copy
-        os.replace(parts[0], final)
+    if n_shards == 1:  # the shard's rows are already in probe order: link, don't copy
+        rundir.link_final_acts(out, layer, parts[0])
         return
     writer = rundir.final_acts_writer(out, layer, n_images, n_units)
     try:
@@ -144,8 +156,8 @@ def _assemble_acts(out: Path, layer: str, n_units: int, n_images: int, n_shards:
                     for r, i in zip(block, where):
                         writer.write(int(i), r[None])
             del rows
+            fault_point("merge.acts_shard")
         writer.flush()
     finally:
         writer.close()
-    for part in parts:
-        part.unlink()
+    rundir.commit_final_acts(out, layer)

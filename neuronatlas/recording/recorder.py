@@ -214,7 +214,7 @@ def record(model: str | Target, data, out: str | Path, config: RecordConfig | No
     out = Path(out)
     meta = rundir.create_or_verify(out, build_meta(target, probe, points, poolings, config))
     if meta.get("status") == "complete":
-        return rundir.open_run(out)
+        return finalize(out)  # returns the run (and tidies up after a merge killed at its end)
     if not (out / "images.parquet").exists():
         rundir.write_table(out, "images", listing_table(probe))
     if target.extras.get("truth") is not None:  # synthetic units: their true labels

@@ -184,15 +184,61 @@ def write_layer_arrays(run: Path, layer: str, arrays: dict[str, np.ndarray]) -> 
         _atomic_write(d / f"{name}.npy", lambda f, arr=arr: np.save(f, arr))
 
 
+# The pooled matrix of the final run is assembled under a temporary name and renamed into place, and
+# the shards' rows it came from are deleted only once run.json says complete: a merge killed at any
+# step leaves its inputs intact, and the next merge finds each final file either whole or absent.
+def final_acts_path(run: Path, layer: str) -> Path:
+    return layer_dir(run, layer) / "acts.npy"
+
+
+def _acts_tmp(run: Path, layer: str) -> Path:
+    return layer_dir(run, layer) / "acts.npy.tmp"
+
+
 def final_acts_writer(run: Path, layer: str, n_rows: int, n_units: int) -> "RowWriter":
-    path = layer_dir(run, layer) / "acts.npy"
-    if path.exists():
-        path.unlink()
-    return RowWriter(path, n_rows, n_units)
+    """A writer of the final matrix under its temporary name; `commit_final_acts` renames it."""
+    tmp = _acts_tmp(run, layer)
+    if tmp.exists():  # left by a merge that was killed: start over
+        tmp.unlink()
+    return RowWriter(tmp, n_rows, n_units)
+
+
+def commit_final_acts(run: Path, layer: str) -> None:
+    with disk_errors(final_acts_path(run, layer), resumable=False):
+        os.replace(_acts_tmp(run, layer), final_acts_path(run, layer))
+
+
+def link_final_acts(run: Path, layer: str, source: Path) -> None:
+    """Make `source` (one shard's rows, already in probe order) the final matrix without copying it:
+    a hard link, so the shard keeps its file until the run is complete (a copy where the file system
+    has no hard links)."""
+    tmp = _acts_tmp(run, layer)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    if tmp.exists():
+        tmp.unlink()
+    with disk_errors(tmp, resumable=False):
+        try:
+            os.link(source, tmp)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            import shutil
+
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+    commit_final_acts(run, layer)
 
 
 def partial_acts_path(pdir: Path, layer: str) -> Path:
     return Path(pdir) / "acts" / f"{layer}.npy"
+
+
+def remove_partial_acts(run: Path) -> None:
+    """Delete the shards' pooled rows (their copy is in the final run). Only once run.json says
+    complete; the checkpoints and digest logs stay (they are small)."""
+    for path in sorted(Path(run).glob("partials/shard-*/acts/*.npy")):
+        path.unlink(missing_ok=True)
 
 
 def write_table(run: Path, name: str, df) -> None:
