@@ -1,7 +1,7 @@
 """`zoo:world-llava` as a chat client: the embedded world model, offline, on the CPU.
 
 world-llava does not follow free instructions: it was trained to caption world images and to answer
-world questions (neuronatlas.worldmodels.llava). So the client reads the request as follows:
+world questions (neuronatlas.worldmodels.arch.llava). So the client reads the request as follows:
 - if the last user text has a sentence ending in "?" whose words are all in the world vocabulary
   (e.g. "Is there a red circle?"), that question is asked of each image;
 - otherwise each image is captioned;
@@ -38,7 +38,8 @@ class WorldLlavaClient(ChatClient):
         import os
 
         from ..worldmodels import weights_dir
-        from ..worldmodels.zoo import load_world_model, preprocess
+        from ..worldmodels.arch.checkpoint import load_world_model
+        from .world_clip import preprocess
 
         self.model, self.tokenizer = load_world_model("world-llava", weights)
         self.transform = preprocess(self.model.config.vision_config.image_size).transform()
@@ -59,7 +60,7 @@ class WorldLlavaClient(ChatClient):
         return None
 
     def _complete(self, request: ChatRequest) -> ChatResponse:
-        from ..worldmodels.llava import answer_batch, prompt_ids, prompt_order
+        from ..worldmodels.arch.llava import answer_batch, prompt_ids, prompt_order
 
         images = [im for m in request.messages if m.role == "user" for im in m.images()]
         if not images:

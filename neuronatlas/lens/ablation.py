@@ -106,13 +106,13 @@ def zero_shot_task(name: str, probe) -> ZeroShotTask:
     prompts world-clip's card evaluates with), imagenet (image labels are ImageNet class names), or
     labels (the probe's own labels are the classes, prompt 'a photo of a {}.')."""
     if name in ("world-color", "world-shape"):
-        from ..worldmodels import data as D
+        from ..data.world import CONCEPTS
 
         attr = name.split("-")[1]
         if getattr(probe, "kind", "") != "world":
             raise UserError(f"task {name} needs a world probe set (e.g. world:n=500,size=32,seed=999,"
                             f"objects=1), got {probe.spec or probe.kind}")
-        classes = list(D.NAMES[attr])
+        classes = list(CONCEPTS.names(attr))
         prompts = [[f"a {c} thing"] if attr == "color" else [f"a {c}"] for c in classes]
         labels = []
         for i in range(len(probe)):

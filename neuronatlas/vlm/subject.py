@@ -104,9 +104,9 @@ class VlmSubject:
 
 
 def world_llava_subject(model, tokenizer) -> VlmSubject:
-    """zoo:world-llava: its own prompt format (worldmodels.llava.prompt_ids) and 64 px transform."""
-    from ..worldmodels.llava import prompt_ids, prompt_order
-    from ..worldmodels.zoo import preprocess
+    """zoo:world-llava: its own prompt format (worldmodels.arch.llava.prompt_ids) and 64 px transform."""
+    from ..backends.world_clip import preprocess
+    from ..worldmodels.arch.llava import prompt_ids, prompt_order
 
     order = prompt_order(model.config)
     pre = preprocess(model.config.vision_config.image_size)
@@ -152,7 +152,7 @@ def hf_llava_subject(path: str, template: str = "USER: <image>\n{prompt} ASSISTA
 def load_subject(spec: str, weights: str | None = None, random_weights: bool = False) -> VlmSubject:
     """`zoo:world-llava` (committed weights, or `weights` dir) or `hf:DIR` / a directory."""
     if spec == "zoo:world-llava":
-        from ..worldmodels.zoo import load_world_model
+        from ..worldmodels.arch.checkpoint import load_world_model
 
         model, tok = load_world_model("world-llava", weights, random_weights)
         return world_llava_subject(model, tok)

@@ -102,7 +102,7 @@ def test_zero_shot_ablations_on_world_clip(tmp_path, world_clip_target):
     assert list(df["condition"]) == list(CONDITIONS) and (df["n"] == 96).all()
     # baseline accuracy computed independently with the world-clip scorer
     from neuronatlas.data import open_probe
-    from neuronatlas.worldmodels import data as D
+    from neuronatlas.worldmodels.train import data as D
 
     probe = open_probe(evalset)
     scorer = world_clip_target.extras["scorer"]

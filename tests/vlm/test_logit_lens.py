@@ -21,7 +21,7 @@ def _inputs(subject, n=2, prompts=("is there", None)):
 
 def _world():
     from neuronatlas.vlm.subject import world_llava_subject
-    from neuronatlas.worldmodels.zoo import load_world_model
+    from neuronatlas.worldmodels.arch.checkpoint import load_world_model
 
     return world_llava_subject(*load_world_model("world-llava"))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuronatlas.worldmodels import data as D
+from neuronatlas.worldmodels.train import data as D
 
 
 def _owner_by_brute_force(scene, size, patch):
@@ -28,7 +28,7 @@ def _owner_by_brute_force(scene, size, patch):
 def test_named_object_and_its_patches_match_the_rendered_scene():
     from neuronatlas.data.world import questions
     from neuronatlas.data.world.vocab import phrase
-    from neuronatlas.worldmodels.binding import item_targets, named_items, named_object, object_patches
+    from neuronatlas.worldmodels.train.binding import item_targets, named_items, named_object, object_patches
 
     pool = D.render_pool(21, 0, 40, None, size=64, patch=8)
     checked = {k: 0 for k in ("color", "shape", "position", "presence", "texture", "size")}
@@ -63,9 +63,10 @@ def test_named_object_and_its_patches_match_the_rendered_scene():
 
 
 def test_query_positions_sit_on_the_last_object_naming_word():
-    from neuronatlas.worldmodels.binding import query_positions
-    from neuronatlas.worldmodels.llava import conversation, key_word_ids
-    from neuronatlas.worldmodels.tokenizer import build_tokenizer
+    from neuronatlas.worldmodels.train.binding import query_positions
+    from neuronatlas.worldmodels.train.binding import key_word_ids
+    from neuronatlas.worldmodels.train.llava import conversation
+    from neuronatlas.worldmodels.arch.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
     items = [("what shape is the red thing?", "star"), ("how many objects are there?", "two"),
@@ -84,8 +85,8 @@ def test_query_positions_sit_on_the_last_object_naming_word():
 
 
 def _tiny_llava(order="image-first", features="full"):
-    from neuronatlas.worldmodels.clip import TINY, build_model as build_clip
-    from neuronatlas.worldmodels.llava import TINY_TEXT, build_model
+    from neuronatlas.worldmodels.arch.clip import TINY, build_model as build_clip
+    from neuronatlas.worldmodels.arch.llava import TINY_TEXT, build_model
 
     return build_model(build_clip(TINY), TINY_TEXT, order=order, features=features)
 
@@ -96,9 +97,9 @@ def test_binding_loss_reads_the_models_attention_and_leaves_the_answer_loss_unch
     is -log of layer 0 head 0's attention mass on the named object's patch tokens (after <bos> and,
     with "full" features, CLS); question-first rows cannot be supervised (the question comes before
     the image)."""
-    from neuronatlas.worldmodels.binding import BindBatch, bind_pairs, first_patch_position, item_targets, named_items
-    from neuronatlas.worldmodels.llava import batch_loss, batch_losses, conversation, sample_items
-    from neuronatlas.worldmodels.tokenizer import build_tokenizer
+    from neuronatlas.worldmodels.train.binding import BindBatch, bind_pairs, first_patch_position, item_targets, named_items
+    from neuronatlas.worldmodels.train.llava import batch_loss, batch_losses, conversation, sample_items
+    from neuronatlas.worldmodels.arch.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
     model = _tiny_llava(features=features).eval()
@@ -150,15 +151,17 @@ def test_binding_loss_reads_the_models_attention_and_leaves_the_answer_loss_unch
 def test_binding_plan_trains_the_head_to_the_named_object():
     """A plan with bind_weight: the run logs the binding loss and it falls (the head learns to look
     at the object the question names); the answer loss is logged as before."""
-    from neuronatlas.worldmodels import llava as L
+    from neuronatlas.worldmodels.arch.llava import TINY_TEXT
+    from neuronatlas.worldmodels.train import llava as L
+    from neuronatlas.worldmodels.train.plans import LLAVA_PLANS
 
-    plan = dict(L.PLAN_V3, steps=40, batch=8, pool=64, single_pool=8, single_steps=0, eval_n=8,
+    plan = dict(LLAVA_PLANS["v3"], steps=40, batch=8, pool=64, single_pool=8, single_steps=0, eval_n=8,
                 eval_every=10 ** 6, checkpoint_every=10 ** 6, warmup=2, lr=1e-2, tower="final",
                 vision_lr_scale=0.0, bind_weight=1.0, bind_heads=[("word", 0, 0)], bind_absent=True)
-    from neuronatlas.worldmodels.clip import TINY, build_model as build_clip
+    from neuronatlas.worldmodels.arch.clip import TINY, build_model as build_clip
 
     clip = build_clip(TINY)
-    _, _, hist = L.train_llava(None, plan=plan, text=L.TINY_TEXT, clip_model=clip, log=lambda *a: None,
+    _, _, hist = L.train_llava(None, plan=plan, text=TINY_TEXT, clip_model=clip, log=lambda *a: None,
                                workers=1)
     bind = [h["bind"] for h in hist]
     assert len(bind) == 40 and all(b > 0 for b in bind[:5])
@@ -170,7 +173,7 @@ def test_readout_heads_predict_the_named_objects_attributes_at_the_query():
     the readout loss is the cross-entropy of linear heads on the residual at the query positions,
     skipping the <bos>-targeted "no" questions."""
     from neuronatlas.data.world import questions
-    from neuronatlas.worldmodels.binding import Readout, item_labels, item_targets, named_items, named_object
+    from neuronatlas.worldmodels.train.binding import Readout, item_labels, item_targets, named_items, named_object
 
     pool = D.render_pool(23, 0, 4, None, size=32, patch=4)
     scene = pool.scenes[0]

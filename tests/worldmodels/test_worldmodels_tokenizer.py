@@ -1,7 +1,7 @@
 """The world tokenizer: word-level, every world word known, round trips, CLIP-safe eos id."""
 
 from neuronatlas.data.world import all_words, caption, questions, sample_scene, tokenize
-from neuronatlas.worldmodels.tokenizer import (BOS_ID, EOS_ID, IMAGE_ID, PAD_ID, UNK_ID, build_tokenizer,
+from neuronatlas.worldmodels.arch.tokenizer import (BOS_ID, EOS_ID, IMAGE_ID, PAD_ID, UNK_ID, build_tokenizer,
                                                load_tokenizer, save_tokenizer)
 
 

@@ -4,7 +4,7 @@ import random
 
 import torch
 
-from neuronatlas.worldmodels import data as D
+from neuronatlas.worldmodels.train import data as D
 
 HEADS = dict(slot=1.0, patch=1.0, present=1.0)
 TINY_PLAN = dict(
@@ -16,7 +16,8 @@ TINY_PLAN = dict(
 
 
 def _tiny_clip(seed=0, out_dir=None, **kw):
-    from neuronatlas.worldmodels.clip import TINY, train_clip
+    from neuronatlas.worldmodels.arch.clip import TINY
+    from neuronatlas.worldmodels.train.clip import train_clip
 
     torch.manual_seed(seed)
     return train_clip(out_dir, seed=seed, cfg=TINY, plan=TINY_PLAN, log=lambda *a: None, workers=1, **kw)
@@ -34,9 +35,10 @@ def test_clip_training_smoke_loss_decreases_and_is_deterministic():
 
 
 def test_llava_training_smoke_loss_decreases():
-    from neuronatlas.worldmodels.clip import TINY, build_model as build_clip
-    from neuronatlas.worldmodels.llava import TINY_TEXT, answer_batch, batch_loss, build_model, sample_items
-    from neuronatlas.worldmodels.tokenizer import build_tokenizer
+    from neuronatlas.worldmodels.arch.clip import TINY, build_model as build_clip
+    from neuronatlas.worldmodels.arch.llava import TINY_TEXT, answer_batch, build_model
+    from neuronatlas.worldmodels.train.llava import batch_loss, sample_items
+    from neuronatlas.worldmodels.arch.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
     clip = build_clip(TINY)
@@ -58,7 +60,7 @@ def test_llava_training_smoke_loss_decreases():
     assert losses[-1] < losses[0]
     model.eval()
     # the shared-vision training path equals the standard forward with pixel_values
-    from neuronatlas.worldmodels.llava import answer_ids, prompt_ids
+    from neuronatlas.worldmodels.arch.llava import answer_ids, prompt_ids
 
     q, a = items[0][0]
     p, t = prompt_ids(tok, 65, q), answer_ids(tok, a)
@@ -78,8 +80,8 @@ def test_clip_training_resumes_exactly_after_interruption(tmp_path):
 
     from safetensors.torch import load_file
 
-    from neuronatlas.worldmodels.clip import TOWER_FILE
-    from neuronatlas.worldmodels.resume import RESUME_FILE
+    from neuronatlas.worldmodels.arch.checkpoint import TOWER_FILE
+    from neuronatlas.worldmodels.train.resume import RESUME_FILE
 
     _, _, ref = _tiny_clip(out_dir=str(tmp_path / "ref"))
     assert os.path.isfile(tmp_path / "ref" / TOWER_FILE) and not os.path.isfile(tmp_path / "ref" / RESUME_FILE)
@@ -130,15 +132,19 @@ def test_llava_trains_from_world_clip_warmup_tower(tmp_path):
     file's metadata), trains with the auxiliary scene heads, and keeps the validated checkpoint."""
     import os
 
-    from neuronatlas.worldmodels.clip import TOWER_FILE, load_tower
-    from neuronatlas.worldmodels.llava import PLAN_V2, TINY_TEXT, train_llava
+    from neuronatlas.worldmodels.arch.checkpoint import TOWER_FILE, load_tower
+    from neuronatlas.worldmodels.arch.llava import TINY_TEXT
+    from neuronatlas.worldmodels.train.llava import train_llava
+    from neuronatlas.worldmodels.train.plans import LLAVA_PLANS
+
+    PLAN_V2 = LLAVA_PLANS["v2"]
 
     clip_dir = str(tmp_path / "clip")
     _tiny_clip(out_dir=clip_dir)
     vcfg, state = load_tower(os.path.join(clip_dir, TOWER_FILE))
     assert vcfg.hidden_size == 32 and vcfg.image_size == 32
     out = str(tmp_path / "llava")
-    from neuronatlas.worldmodels.llava import PLAN, resolve_plan
+    from neuronatlas.worldmodels.train.plans import LLAVA_PLAN as PLAN, resolve_llava_plan as resolve_plan
 
     # an earlier plan trains as it did: options it leaves out (binding, ...) are off, not the default's
     assert PLAN["bind_weight"] and not resolve_plan(PLAN_V2)["bind_weight"] and resolve_plan() == dict(
@@ -151,7 +157,7 @@ def test_llava_trains_from_world_clip_warmup_tower(tmp_path):
     assert os.path.isfile(os.path.join(out, "model.safetensors"))
     assert not os.path.isfile(os.path.join(out, "resume.pt"))
     # the tower started from the saved one (patch embedding rows equal before training moved them)
-    from neuronatlas.worldmodels.llava import build_model
+    from neuronatlas.worldmodels.arch.llava import build_model
 
     fresh = build_model(None, TINY_TEXT, vision_config=vcfg, tower_state=state)
     assert torch.equal(fresh.model.vision_tower.embeddings.patch_embedding.weight,
@@ -161,7 +167,9 @@ def test_llava_trains_from_world_clip_warmup_tower(tmp_path):
 def test_every_clip_plan_runs_its_phases():
     """Each named schedule (shrunk: 2 steps per phase, tiny pools) runs its phases in order at its
     own input size, with the contrastive loss only where the plan asks for it."""
-    from neuronatlas.worldmodels.clip import PLANS, TINY, train_clip
+    from neuronatlas.worldmodels.arch.clip import TINY
+    from neuronatlas.worldmodels.train.clip import train_clip
+    from neuronatlas.worldmodels.train.plans import CLIP_PLANS as PLANS
 
     for name, plan in PLANS.items():
         small = dict(plan, batch=8, eval_n=8, eval_every=10 ** 6,
@@ -183,7 +191,8 @@ def test_llava_starting_towers_and_plans():
 
     from neuronatlas.errors import UserError
     from neuronatlas.worldmodels import weights_dir
-    from neuronatlas.worldmodels.llava import PLANS, starting_tower
+    from neuronatlas.worldmodels.train.llava import starting_tower
+    from neuronatlas.worldmodels.train.plans import LLAVA_PLANS as PLANS
 
     assert {p["tower"] for p in PLANS.values()} <= {"final", "warmup"}
     if os.path.isfile(os.path.join(weights_dir("world-clip"), "model.safetensors")):
@@ -203,11 +212,11 @@ def test_llava_question_first_rows_equal_single_forwards(tmp_path):
     own image), greedy answers read at the last image token, and the order survives save/load."""
     import pytest
 
-    from neuronatlas.worldmodels.clip import TINY, build_model as build_clip
-    from neuronatlas.worldmodels.llava import (TINY_TEXT, answer_batch, batch_loss, build_model,
-                                               prompt_ids, prompt_order, single_turn)
-    from neuronatlas.worldmodels.tokenizer import BOS_ID, IMAGE_ID, build_tokenizer
-    from neuronatlas.worldmodels.zoo import load_world_model
+    from neuronatlas.worldmodels.arch.clip import TINY, build_model as build_clip
+    from neuronatlas.worldmodels.arch.llava import TINY_TEXT, answer_batch, build_model, prompt_ids, prompt_order
+    from neuronatlas.worldmodels.train.llava import batch_loss, single_turn
+    from neuronatlas.worldmodels.arch.tokenizer import BOS_ID, IMAGE_ID, build_tokenizer
+    from neuronatlas.worldmodels.arch.checkpoint import load_world_model
 
     tok = build_tokenizer()
     model = build_model(build_clip(TINY), TINY_TEXT, order="question-first").eval()
@@ -238,7 +247,7 @@ def test_llava_question_first_rows_equal_single_forwards(tmp_path):
     out = answer_batch(model, tok, pixels[:2], [q, "what color is the circle?"], 1)
     assert out[0] == want
     model.save_pretrained(tmp_path / "m")
-    from neuronatlas.worldmodels.tokenizer import save_tokenizer
+    from neuronatlas.worldmodels.arch.tokenizer import save_tokenizer
 
     save_tokenizer(tok, str(tmp_path / "m"))
     again, _ = load_world_model("world-llava", str(tmp_path / "m"))
@@ -252,8 +261,10 @@ def test_llava_frozen_tower_and_one_object_start(tmp_path, monkeypatch):
     world-clip's features), and `single_steps` draws the first batches from one-object scenes."""
     import os
 
-    from neuronatlas.worldmodels import llava as L
-    from neuronatlas.worldmodels.clip import TOWER_FILE, load_tower
+    from neuronatlas.worldmodels.arch.checkpoint import TOWER_FILE, load_tower
+    from neuronatlas.worldmodels.arch.llava import TINY_TEXT
+    from neuronatlas.worldmodels.train import llava as L
+    from neuronatlas.worldmodels.train.plans import LLAVA_PLANS
 
     clip_dir = str(tmp_path / "clip")
     _tiny_clip(out_dir=clip_dir)
@@ -265,10 +276,10 @@ def test_llava_frozen_tower_and_one_object_start(tmp_path, monkeypatch):
         seen.append(len(scene.objects))
         return real(scene, *a, **k)
 
-    plan = dict(L.PLAN_V3, steps=6, batch=4, pool=32, single_pool=8, single_steps=3, eval_n=8,
+    plan = dict(LLAVA_PLANS["v3"], steps=6, batch=4, pool=32, single_pool=8, single_steps=3, eval_n=8,
                 eval_every=10 ** 6, checkpoint_every=10 ** 6, warmup=2)
     monkeypatch.setattr(L, "sample_items", spy)
-    model, _, hist = L.train_llava(None, clip_weights=clip_dir, plan=plan, text=L.TINY_TEXT,
+    model, _, hist = L.train_llava(None, clip_weights=clip_dir, plan=plan, text=TINY_TEXT,
                                    log=lambda *a: None, workers=1)
     assert len(hist) == 6 and hist[-1]["loss"] > 0
     assert seen[:12] == [1] * 12 and any(n > 1 for n in seen[12:24])
@@ -280,8 +291,8 @@ def test_early_answer_labels_sit_on_the_object_naming_words():
     """early_answer adds the answer's first word as the label of every question position from the
     last colour / shape / position word on (HF shifts labels: label i is predicted at i - 1); the
     inputs and every other label are those of the plain conversation."""
-    from neuronatlas.worldmodels.llava import conversation
-    from neuronatlas.worldmodels.tokenizer import build_tokenizer
+    from neuronatlas.worldmodels.train.llava import conversation
+    from neuronatlas.worldmodels.arch.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
     items = [("what shape is the red thing?", "star"), ("is there a red circle?", "yes"),
@@ -299,8 +310,8 @@ def test_caption_only_rows_put_the_caption_right_after_the_image():
     """p_caption_only: that share of images is captioned alone (the layout generate_caption asks);
     at 0 the draws, and so every earlier plan's data, are unchanged."""
     from neuronatlas.data.world import caption
-    from neuronatlas.worldmodels.llava import conversation, sample_items
-    from neuronatlas.worldmodels.tokenizer import CAPTION_ID, IMAGE_ID, build_tokenizer
+    from neuronatlas.worldmodels.train.llava import conversation, sample_items
+    from neuronatlas.worldmodels.arch.tokenizer import CAPTION_ID, IMAGE_ID, build_tokenizer
 
     pool = D.render_pool(10, 0, 40)
     a, b = random.Random(3), random.Random(3)

@@ -57,7 +57,7 @@ def test_world_clip_loads_with_vision_mlp_hook_points(clip_target):
 
 
 def test_world_clip_reproduces_card_metrics(clip_target):
-    from neuronatlas.worldmodels.metrics import clip_eval_pool, clip_zero_shot, image_size
+    from neuronatlas.worldmodels.train.metrics import clip_eval_pool, clip_zero_shot, image_size
 
     card = _card_metrics("world-clip")
     model = clip_target.extras["model"]
@@ -104,7 +104,7 @@ def test_world_llava_loads_with_vision_mlp_hook_points(llava_target):
 
 
 def test_world_llava_reproduces_card_metrics(llava_target):
-    from neuronatlas.worldmodels.metrics import image_size, llava_eval_pool, llava_qa
+    from neuronatlas.worldmodels.train.metrics import image_size, llava_eval_pool, llava_qa
 
     card = _card_metrics("world-llava")
     model = llava_target.extras["model"]

@@ -17,7 +17,7 @@ PAD_ID, UNK_ID, IMAGE_ID, BOS_ID, EOS_ID, CAPTION_ID = range(len(SPECIALS))
 
 
 def vocabulary() -> dict[str, int]:
-    from ..data.world import all_words
+    from ...data.world import all_words
 
     words = list(SPECIALS) + [w for w in all_words() if w not in SPECIALS]
     return {w: i for i, w in enumerate(words)}

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from ..arch.clip import encode_images, encode_texts
+from ..arch.llava import answer_batch
 from . import data as D
 
 
@@ -25,8 +27,6 @@ def clip_prompts():
 @torch.no_grad()
 def clip_predictions(model, tokenizer, pool: D.Pool, batch: int = 256) -> tuple[list[str], list[str]]:
     """Zero-shot (colour, shape) predicted for each single-object image of the pool."""
-    from .clip import encode_images, encode_texts
-
     color_prompts, shape_prompts = clip_prompts()
     tc = torch.nn.functional.normalize(encode_texts(model, tokenizer, color_prompts), dim=-1)
     ts = torch.nn.functional.normalize(encode_texts(model, tokenizer, shape_prompts), dim=-1)
@@ -82,8 +82,7 @@ LLAVA_KINDS = ("presence", "color", "shape")
 
 @torch.no_grad()
 def llava_qa(model, tokenizer, pool: D.Pool, kinds=LLAVA_KINDS, batch: int = 64) -> dict:
-    from ..data.world import questions
-    from .llava import answer_batch
+    from ...data.world import questions
 
     items = []
     for i, scene in enumerate(pool.scenes):

@@ -1,5 +1,6 @@
-"""Training entry points: `train(name, out_dir, minutes=None, seed=0)` and the `zoo_app` typer
-sub-app (`neuronatlas zoo train NAME`, `neuronatlas zoo eval NAME`).
+"""Training entry points: `train(name, out_dir, minutes=None, seed=0)`, `evaluate(name)` and the
+commands `train_cmd` / `eval_cmd` (`neuronatlas zoo train NAME`, `neuronatlas zoo eval NAME`), also
+as the `zoo_app` typer sub-app.
 
 Training is deterministic given the seed (seeded torch / random, fixed data order, fixed step
 counts, deterministic algorithms, 2 threads); `--minutes` only caps the wall time as a safety stop
@@ -17,7 +18,7 @@ from typing import Optional
 
 import typer
 
-NAMES = ("world-clip", "world-llava")
+from .. import NAMES
 
 
 def _setup(seed: int, threads: int = 2):
@@ -37,7 +38,7 @@ def train(name: str, out_dir: Optional[str] = None, minutes: Optional[float] = N
           log=print, threads: int = 2, **kwargs) -> dict:
     """Train a world model and write its checkpoint, metrics and model card to out_dir
     (default: the package's committed weights directory). Returns the held-out metrics."""
-    from . import weights_dir
+    from .. import weights_dir
 
     if name not in NAMES:
         raise typer.BadParameter(f"unknown world model {name!r}; choose one of {', '.join(NAMES)}")
@@ -72,14 +73,9 @@ def finish(name: str, out_dir: str, history: list, wall: float, seed: int, threa
     log(json.dumps(metrics))
     from .card import write_card
 
-    if name == "world-clip":
-        from .clip import PLAN
+    from .plans import resolve_clip_plan, resolve_llava_plan
 
-        full = dict(PLAN, **(plan or {}))
-    else:
-        from .llava import resolve_plan
-
-        full = resolve_plan(plan)
+    full = resolve_clip_plan(plan) if name == "world-clip" else resolve_llava_plan(plan)
     write_card(name, out_dir, metrics, full, threads)
     return metrics
 
@@ -88,8 +84,8 @@ def evaluate(name: str, weights: Optional[str] = None, n: Optional[int] = None) 
     """Held-out metrics of a saved world model (see metrics.py for the protocol)."""
     import torch
 
+    from ..arch.checkpoint import load_world_model
     from . import metrics as M
-    from .zoo import load_world_model
 
     torch.set_num_threads(2)
     model, tokenizer = load_world_model(name, weights)
@@ -105,11 +101,6 @@ def evaluate(name: str, weights: Optional[str] = None, n: Optional[int] = None) 
     return out
 
 
-zoo_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                      help="Train and evaluate the world models (zoo:world-clip, zoo:world-llava).")
-
-
-@zoo_app.command("train")
 def train_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
               out: Optional[str] = typer.Option(None, "--out", help="Output directory (default: the "
                                                 "package's weights/NAME, overwriting the committed one)."),
@@ -117,7 +108,7 @@ def train_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
               seed: int = typer.Option(0, "--seed", help="Training seed."),
               threads: int = typer.Option(2, "--threads", help="torch threads (1 on a busy machine)."),
               plan: Optional[str] = typer.Option(None, "--plan", help="Schedule: world-clip v1 | v3 | v4, "
-                                                 "world-llava v1 - v8 (default: the committed one)."),
+                                                 "world-llava v1 - v9 (default: the committed one)."),
               clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="world-llava: "
                                                          "the world-clip directory whose warm-up tower "
                                                          "(warmup_vision.safetensors) it starts from "
@@ -125,14 +116,12 @@ def train_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
     """Train a world model from scratch (deterministic given --seed; ~30 min on 2 CPU cores)."""
     kwargs = {}
     if plan:
-        if name == "world-clip":
-            from .clip import PLANS
-        else:
-            from .llava import PLANS
+        from .plans import CLIP_PLANS, LLAVA_PLANS
 
-        if plan not in PLANS:
-            raise typer.BadParameter(f"unknown plan {plan!r}; choose one of {', '.join(PLANS)}")
-        kwargs["plan"] = PLANS[plan]
+        plans = CLIP_PLANS if name == "world-clip" else LLAVA_PLANS
+        if plan not in plans:
+            raise typer.BadParameter(f"unknown plan {plan!r}; choose one of {', '.join(plans)}")
+        kwargs["plan"] = plans[plan]
     if clip_weights:
         if name != "world-llava":
             raise typer.BadParameter("--clip-weights is for world-llava")
@@ -140,7 +129,6 @@ def train_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
     train(name, out, minutes=minutes, seed=seed, threads=threads, **kwargs)
 
 
-@zoo_app.command("eval")
 def eval_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
              weights: Optional[str] = typer.Option(None, "--weights", help="Checkpoint directory "
                                                    "(default: the committed weights)."),
@@ -152,5 +140,7 @@ def eval_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
     typer.echo(json.dumps(evaluate(name, weights, n)))
 
 
-if __name__ == "__main__":  # python -m neuronatlas.worldmodels.train NAME
-    zoo_app()
+zoo_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                      help="Train and evaluate the world models (zoo:world-clip, zoo:world-llava).")
+zoo_app.command("train")(train_cmd)
+zoo_app.command("eval")(eval_cmd)

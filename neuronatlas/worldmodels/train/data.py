@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.world import CONCEPTS, SceneOptions, caption, render_labels, sample_scene
-from ..data.world.vocab import phrase
+from ...data.world import CONCEPTS, SceneOptions, caption, render_labels, sample_scene
+from ...data.world.vocab import phrase
 
 TRAIN_WORLD_SEED = 10
 EVAL_WORLD_SEED = 999  # held-out test world: the model cards' metrics, never used for selection
@@ -24,7 +24,6 @@ VAL_WORLD_SEED = 998  # validation world: checkpoint selection during training
 ATTRS = ("shape", "color", "texture", "size")
 NAMES = {a: CONCEPTS.names(a) for a in ATTRS + ("background",)}
 SLOTS = ("left", "center", "right")
-MEAN = STD = (0.5, 0.5, 0.5)
 
 
 def spec_options(spec: dict | None) -> SceneOptions:

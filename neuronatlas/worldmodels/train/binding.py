@@ -14,11 +14,13 @@ training signal only: the model, its config and its inference path are unchanged
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 
-from ..data.world import questions
+from ...data.world import CONCEPTS, questions
+from ..arch.tokenizer import EOS_ID, vocabulary
 from .data import NAMES
 
 # how a question names its object: kind -> the attributes given by the question's concept ids
@@ -125,6 +127,16 @@ def item_labels(named) -> list[dict | None]:
             for _, obj in named]
 
 
+@functools.lru_cache(maxsize=1)
+def key_word_ids() -> frozenset[int]:
+    """Ids of the words that name an object in a question: colours, shapes and positions (the world
+    tokenizer's ids are fixed by `vocabulary()`, so this is computed once)."""
+    words = {w for cat in ("color", "shape", "position") for c in CONCEPTS.by_category(cat)
+             for w in c.phrase.split()} - {"on", "the", "in"}
+    ids = vocabulary()
+    return frozenset(ids[w] for w in words)
+
+
 QUERY_AT = ("word", "answer")
 
 
@@ -136,8 +148,6 @@ def query_positions(ids: list[int], n_img: int, question_mark: int, key_ids: fro
     ends at its "?" and its answer at <eos>."""
     if at not in QUERY_AT:
         raise ValueError(f"unknown binding query position {at!r}; choose one of {', '.join(QUERY_AT)}")
-    from .tokenizer import EOS_ID
-
     out, start = [], 1 + n_img
     while start < len(ids):
         end = ids.index(EOS_ID, start) if EOS_ID in ids[start:] else len(ids)
@@ -156,8 +166,6 @@ def bind_pairs(tokenizer, rows_ids: list[list[int]], n_img: int, targets: list[l
                at: str = "word"):
     """(row, query position, target positions, item index in the row) for every supervised
     question in the batch."""
-    from .llava import key_word_ids
-
     qmark = tokenizer.convert_tokens_to_ids("?")
     out = []
     for r, (ids, tg) in enumerate(zip(rows_ids, targets)):

@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from ..errors import UserError
+from ...errors import UserError
 
 RESUME_FILE = "resume.pt"  # written every checkpoint_every steps, removed at the end
 
