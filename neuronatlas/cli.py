@@ -281,6 +281,7 @@ def _register_features() -> None:
     """Command groups that live with their feature: `study`, `atlas`, `lens`."""
     from .atlas.cli import atlas
     from .lens.cli import lens_app
+    from .sae.cli import sae_app
     from .study.cli import study_app
 
     app.add_typer(study_app, name="study", help="Blind human studies: export, import, report.")
@@ -291,6 +292,8 @@ def _register_features() -> None:
     from .vlm.cli import vlm_app
 
     app.add_typer(vlm_app, name="vlm", help="VLM mechanistic interpretability: logit lens.")
+    app.add_typer(sae_app, name="sae", help="Sparse autoencoders: train dictionaries on a layer, "
+                                            "read and write SAELens files.")
 
 
 _register_features()
