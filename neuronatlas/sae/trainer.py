@@ -10,19 +10,18 @@ computes exactly what the uninterrupted run computes.
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
+from ..faults import fault_point
 from .base import SparseAutoencoder, build_sae
 from .buffer import ShuffleBuffer, geometric_median
 from .config import SAEConfig, TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
-FAULT_ENV = "NEURONATLAS_FAULT"  # "sae-checkpoint:N": SIGKILL right after the N-th checkpoint (tests)
 
 
 @dataclass
@@ -63,9 +62,7 @@ class Trainer:
         tmp = self.checkpoint_path.with_name(CHECKPOINT + ".tmp")
         torch.save(blob, tmp)
         os.replace(tmp, self.checkpoint_path)  # a kill mid-save keeps the previous checkpoint
-        fault = os.environ.get(FAULT_ENV, "")
-        if fault == f"sae-checkpoint:{self.state.checkpoints}":
-            os.kill(os.getpid(), signal.SIGKILL)
+        fault_point("sae.checkpoint")  # tests kill the process here (NEURONATLAS_FAULT)
 
     def try_resume(self) -> bool:
         path = self.checkpoint_path

@@ -104,7 +104,7 @@ def _train_cmd(model, out):
 def test_training_killed_at_a_checkpoint_resumes_to_the_same_weights(tmp_path, tiny_cnn_file):
     from safetensors.torch import load_file
 
-    env = {**os.environ, "NEURONATLAS_FAULT": "sae-checkpoint:2"}
+    env = {**os.environ, "NEURONATLAS_FAULT": "sae.checkpoint@2"}
     killed = subprocess.run(_train_cmd(tiny_cnn_file, tmp_path / "a"), env=env, capture_output=True,
                             text=True, timeout=600)
     assert killed.returncode == -9, killed.stderr
