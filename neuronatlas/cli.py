@@ -170,10 +170,12 @@ def describe(
     scorer: Optional[str] = typer.Option(None, help="Image-text scorer for clip-dissect: "
                                                      "zoo:world-clip, open_clip:M/TAG, hf:..., "
                                                      "conse:efficientnet-lite0 (default "
-                                                     "conse:mobilenet-v2)."),
+                                                     "conse:mobilenet-v2; zoo:world-clip on a "
+                                                     "world probe set)."),
     concepts: Optional[str] = typer.Option(None, help="Concept set for clip-dissect: words20k "
-                                                       "(default), words10k, words3k, imagenet, "
-                                                       "world, or a text file (one per line)."),
+                                                       "(default; world with zoo:world-clip), "
+                                                       "words10k, words3k, imagenet, world, or a "
+                                                       "text file (one per line)."),
     similarity: Optional[str] = typer.Option(None, help="clip-dissect similarity: soft_wpmi "
                                                          "(default), wpmi, rank_reorder, cos, "
                                                          "cos_cubed."),

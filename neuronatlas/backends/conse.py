@@ -16,7 +16,7 @@ import torch
 
 from ..errors import UserError
 from ..models.target import Target
-from .scorer import ImageTextScorer
+from .scorer import ImageTextScorer, unknown_texts
 from .text import TextEmbedder, load_text_embedder
 
 DEFAULT_CLASSIFIER = "mobilenet-v2"
@@ -60,6 +60,9 @@ class ConSEScorer(ImageTextScorer):
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         return self.embedder.embed(list(texts))
+
+    def unknown_texts(self, texts: list[str]) -> list[str] | None:
+        return unknown_texts(getattr(self.embedder, "tokenizer", None), texts)
 
     def describe(self) -> dict:
         return {**super().describe(), "classifier": self.classifier.describe(), "top": self.top,

@@ -57,9 +57,29 @@ class ImageTextScorer:
         txt = texts if isinstance(texts, torch.Tensor) else self.encode_texts(list(texts))
         return img.float().cpu() @ txt.float().cpu().T
 
+    def unknown_texts(self, texts: list[str]) -> list[str] | None:
+        """The texts with at least one word the text tokenizer maps to its unknown token (their
+        embeddings lose that word), or None when this scorer cannot tell."""
+        return unknown_texts(getattr(self, "tokenizer", None), texts)
+
     def describe(self) -> dict:
         """What a run records about the scorer it used."""
         return {"name": self.name, "dim": self.dim, "preprocess": self.preprocess.to_json()}
+
+
+def unknown_texts(tokenizer, texts: list[str]) -> list[str] | None:
+    """`texts` whose tokens include `tokenizer`'s unknown token (a transformers-style tokenizer with
+    `unk_token_id`); None for a tokenizer without one (byte-level BPE such as CLIP's never needs it)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not callable(tokenizer):
+        return None
+    texts = list(texts)
+    out = []
+    for s in range(0, len(texts), 4096):
+        part = texts[s:s + 4096]
+        ids = tokenizer(part, add_special_tokens=False)["input_ids"]
+        out += [t for t, row in zip(part, ids) if unk in row]
+    return out
 
 
 SCORERS: dict[str, str] = {

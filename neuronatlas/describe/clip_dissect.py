@@ -51,6 +51,7 @@ U x (concept_block + k); 50k images x 10k units x 20k concepts fits in a few GB.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -330,7 +331,7 @@ def _rank_reorder(params, st, block, ub) -> torch.Tensor:
 
 
 # -- on a run ------------------------------------------------------------------------------------
-def describe_clip_dissect(run, layers=None, scorer=None, concepts="words20k",
+def describe_clip_dissect(run, layers=None, scorer=None, concepts=None,
                           similarity: str = DEFAULT_SIMILARITY, top: int = 5, probe=None,
                           logit_scale: float = LOGIT_SCALE, batch_size: int | None = None,
                           concept_block: int | None = None, unit_block: int | None = None,
@@ -338,8 +339,11 @@ def describe_clip_dissect(run, layers=None, scorer=None, concepts="words20k",
     """Label the units of `layers` (default: every layer recorded with --save-acts) of a run.
 
     scorer: an ImageTextScorer or a spec for `load_scorer` (conse:..., open_clip:..., hf:..., zoo:...);
-        default `backends.DEFAULT_SCORER` (conse:mobilenet-v2, offline).
-    concepts: a ConceptSet or a spec for `load_concepts` (words20k, imagenet, world, a file...).
+        default (`default_scorer`): zoo:world-clip on a world probe set, else
+        `backends.DEFAULT_SCORER` (conse:mobilenet-v2, offline).
+    concepts: a ConceptSet or a spec for `load_concepts` (words20k, imagenet, world, a file...);
+        default words20k, or world when the scorer is world-clip.
+    Refused when most concepts hold words the scorer's tokenizer does not know (`check_vocabulary`).
     params: overrides of the similarity function's defaults (e.g. top_k=50).
     Returns (labels table, config)."""
     import pandas as pd
@@ -352,12 +356,16 @@ def describe_clip_dissect(run, layers=None, scorer=None, concepts="words20k",
 
     params = params_for(similarity, **params)
     layers = _layers_with_acts(run, layers)
+    probe = probe_for_run(run, probe)
+    scorer, concepts, note = default_scorer(probe, scorer, concepts)
+    if note:
+        print(f"clip-dissect: {note}", file=sys.stderr)
     concept_set = load_concepts(concepts)
     if not isinstance(scorer, ImageTextScorer):
         scorer = load_scorer(scorer or DEFAULT_SCORER)
+    check_vocabulary(scorer, concept_set)
     key = scorer_key(scorer)
     keep = _usable_rows(run, layers)
-    probe = probe_for_run(run, probe)
     bar = Progress("clip-dissect: image embeddings", len(keep), enabled=show_progress)
     try:
         img = image_embeddings(run, scorer, probe, keep, key, batch_size, bar.advance)
@@ -387,6 +395,56 @@ def describe_clip_dissect(run, layers=None, scorer=None, concepts="words20k",
               "probe_fingerprint": probe.fingerprint(), "n_images": int(len(keep)),
               "paper": "Oikarinen & Weng, CLIP-Dissect, ICLR 2023 (arXiv:2204.10965)"}
     return df, config
+
+
+WORLD_SCORER = "zoo:world-clip"
+VOCABULARY_REFUSE = 0.5  # share of concepts with unknown words above which labelling is refused
+VOCABULARY_WARN = 0.05
+
+
+def _is_world(probe) -> bool:
+    parts = getattr(probe, "parts", None)
+    return all(_is_world(p) for p in parts) if parts else getattr(probe, "kind", "") == "world"
+
+
+def default_scorer(probe, scorer, concepts) -> tuple:
+    """(scorer, concepts, note): what to use when the user gave none. The default scorer
+    (conse:mobilenet-v2, an ImageNet classifier) knows nothing of the procedural world's shapes and
+    textures, so a world probe set gets zoo:world-clip, the CLIP trained on it, and with it the
+    world's concepts (the only words its tokenizer knows). `note` says so in one line ('' if
+    nothing was filled in)."""
+    from ..backends.scorer import DEFAULT_SCORER
+
+    note = ""
+    if scorer is None:
+        scorer = WORLD_SCORER if _is_world(probe) else DEFAULT_SCORER
+        if scorer == WORLD_SCORER:
+            note = (f"world probe set and no scorer given: using {WORLD_SCORER}"
+                    + (" with the world concepts" if concepts is None else ""))
+    if concepts is None:
+        name = scorer if isinstance(scorer, str) else getattr(scorer, "name", "")
+        concepts = "world" if name.removeprefix("zoo:") == "world-clip" else "words20k"
+    return scorer, concepts, note
+
+
+def check_vocabulary(scorer, concept_set) -> int:
+    """Refuse a concept set most of whose concepts the scorer's tokenizer cannot read (they would
+    all embed alike, so the labels would be noise); warn on stderr when more than a few cannot.
+    Returns the number of such concepts (0 when the scorer cannot tell)."""
+    unknown = scorer.unknown_texts(list(concept_set.texts))
+    if not unknown:
+        return 0
+    n, total = len(unknown), len(concept_set)
+    name = getattr(scorer, "name", type(scorer).__name__)
+    what = (f"{n} of {total} concepts of '{concept_set.name}' have words {name}'s tokenizer does "
+            f"not know (e.g. {', '.join(repr(t) for t in unknown[:3])})")
+    hint = "concepts=\"world\"" if name == "world-clip" else "a concept file in its vocabulary"
+    if n > VOCABULARY_REFUSE * total:
+        raise UserError(f"{what}: they embed as <unk> and their labels would be noise; use {hint} "
+                        f"or a scorer that knows these words")
+    if n > VOCABULARY_WARN * total:
+        print(f"clip-dissect: warning: {what}; those concepts embed as <unk>", file=sys.stderr)
+    return n
 
 
 def _layers_with_acts(run, layers) -> list[str]:
