@@ -6,7 +6,7 @@
 For every neuron with second-order effects in RUN (every layer computed, or `layer=`), the first
 principal component of its effects (a unit vector in CLIP's joint space) is decomposed by OMP (or the
 positive lasso) over unit-norm text embeddings of the concept set from the same CLIP's text encoder
-(neuronatlas.lens.decompose). Labels: rank 0 = the largest coefficient; score = the coefficient
+(neuronatlas.describe.text_decomposition). Labels: rank 0 = the largest coefficient; score = the coefficient
 (OMP's can be negative: "not this text"; they come last); extras `cosine` and `relative_residual`
 say how well the terms rebuild the PC. Default text set: words20k (world-clip: the world's
 concepts, the only words its tokenizer knows).
@@ -38,7 +38,7 @@ def label_neurons(path, layers=None, concepts=None, solver: str = "omp", n_terms
     CLIP whose text encoder embeds the concepts (default: the model the effects came from)."""
     from ..backends.scorer import load_scorer
     from ..concepts import load_concepts
-    from ..lens.decompose import (DecomposeConfig, decompose_neurons, default_text_set, model_of,
+    from .text_decomposition import (DecomposeConfig, decompose_neurons, default_text_set, model_of,
                                   text_dictionary)
 
     results = second_order_results(path, layers)

@@ -13,14 +13,14 @@ prints nothing. Parts:
 - simulation (`simulation.py`): Pearson correlation between the unit's recorded activations on
   held-out images and the image-text scorer's similarity of those images to the label; needs the
   run's pooled activations (--save-acts). simulation="auto" runs it when every labelled layer has them;
-- agreement (`agreement.py`): for every pair of methods, same top-1 label and embedding cosine;
+- agreement (`labeler_agreement.py`): for every pair of methods, same top-1 label and embedding cosine;
 - detection (`detection.py`, when `detection=` is given): AUROC of a judge (an image-text scorer or
   a VLM) telling the unit's top images from random held-out (or bottom) images given only the label.
 """
 
 from __future__ import annotations
 
-from .agreement import agreement_table
+from .labeler_agreement import agreement_table
 from .detection import auroc, detection_table, load_judge, summarize_detection
 from .ground_truth import ground_truth_table, summarize_ground_truth
 from .simulation import heldout_mask, pearson, simulation_table, summarize_simulation

@@ -134,7 +134,7 @@ def detection_table(run, labels, judge, n_pos: int | None = None, n_neg: int | N
     import pandas as pd
 
     from ..atlas.exemplars import probe_for_run
-    from .agreement import top1
+    from .labeler_agreement import top1
     from .simulation import heldout_mask
 
     if negatives not in ("random", "bottom"):

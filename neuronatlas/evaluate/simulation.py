@@ -51,7 +51,7 @@ def simulation_table(run, scorer, labels, holdout: float = 0.5, seed: int = 0, p
     import torch
 
     from ..atlas.exemplars import probe_for_run
-    from .agreement import top1
+    from .labeler_agreement import top1
 
     first = top1(labels)
     first = first.assign(layer=[run.parse_unit(u)[0] for u in first.unit],

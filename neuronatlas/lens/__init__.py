@@ -16,7 +16,7 @@ from .ablation import (CONDITIONS, AblationStats, ZeroShotTask, ablated_embeddin
 from .compute import SecondOrderConfig, compute_second_order, lens_for, load_lens
 from .rank1 import first_components, pcs_of, significance_threshold, significant
 from .reference import naive_effects
-from .second_order import SCALES, Coefficients, SecondOrderLens
+from .effects import SCALES, Coefficients, SecondOrderLens
 from .vit import BlockView, ClipViT, LayerNormView, Trace
 
 __all__ = [

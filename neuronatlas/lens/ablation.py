@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .second_order import Coefficients
+from .effects import Coefficients
 
 CONDITIONS = ("baseline", "mean_all", "mean_significant", "keep_significant", "pc_projection", "full")
 

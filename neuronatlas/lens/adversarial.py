@@ -342,7 +342,7 @@ def adversarial_from_run(path, source: str, target: str, classes: str = "world-c
 
     from ..describe.second_order import second_order_results, stored_or_new_labels
     from ..run import lens_app_path, write_json
-    from .decompose import model_of, neuron_terms
+    from ..describe.text_decomposition import model_of, neuron_terms
     from .segmentation import class_set
 
     results = second_order_results(path, layers)

@@ -21,7 +21,7 @@ import torch
 from .. import run as rundir
 from ..errors import UserError
 from .rank1 import first_components
-from .second_order import SCALES, SecondOrderLens
+from .effects import SCALES, SecondOrderLens
 from .vit import ClipViT
 
 FORMAT_VERSION = 1
@@ -104,9 +104,11 @@ def compute_second_order(model, data, out: Path | str, cfg: SecondOrderConfig = 
 
 def lens_for(result: rundir.SecondOrderResult, device=None):
     """(target, lens) of the model and layer a stored result was computed with."""
+    from ..describe.text_decomposition import target_of
+
     m = result.meta
     cfg = SecondOrderConfig(**{**m["config"], "device": device or m["config"].get("device")})
-    return load_lens(m["key"]["model"]["spec"], cfg)
+    return load_lens(target_of(result), cfg)
 
 
 def _check_recorded_model(out, target) -> None:

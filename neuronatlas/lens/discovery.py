@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
-from .decompose import DecomposeConfig, Decomposition, TextDictionary, decompose
+from ..describe.text_decomposition import DecomposeConfig, Decomposition, TextDictionary, decompose
 
 
 def from_neurons(norms_N: np.ndarray, thresholds_N: np.ndarray, neuron_terms: list, top: int = 10
@@ -55,7 +55,7 @@ def discover_from_run(path, images: list[int], top: int = 10, layers=None, conce
 
     from ..data import open_probe
     from ..describe.second_order import second_order_results, stored_or_new_labels
-    from .decompose import model_of, neuron_terms, text_dictionary
+    from ..describe.text_decomposition import model_of, neuron_terms, text_dictionary
 
     results = second_order_results(path, layers)
     n_images = results[0].norms.shape[0]

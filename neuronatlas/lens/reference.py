@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .second_order import SecondOrderLens
+from .effects import SecondOrderLens
 
 
 @torch.no_grad()

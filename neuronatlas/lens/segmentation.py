@@ -339,8 +339,8 @@ def segment(path, data: str, config: SegmentConfig = SegmentConfig(), layers=Non
     import torch
 
     from ..describe.second_order import second_order_results
-    from .decompose import model_of
-    from .second_order import SecondOrderLens
+    from ..describe.text_decomposition import model_of
+    from .effects import SecondOrderLens
     from .vit import ClipViT
 
     results = second_order_results(path, layers)

@@ -25,4 +25,4 @@ from .storage import *  # noqa: F401,F403
 from .storage import _atomic_write, _short  # noqa: F401
 from .labels import *  # noqa: F401,F403
 from .reader import *  # noqa: F401,F403
-from .second_order import *  # noqa: F401,F403
+from .second_order_store import *  # noqa: F401,F403

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .agreement import fisher_exact, krippendorff_alpha, pairwise
+from .inter_rater import fisher_exact, krippendorff_alpha, pairwise
 from .schema import RATINGS
 
 FIELDS = {  # field -> (kappa weights, categories, alpha metrics)

@@ -98,7 +98,7 @@ def test_adversarial_from_run_saves_images_and_rechecks(world_clip_lens_run):
     from PIL import Image
 
     from neuronatlas.lens.adversarial import AdversarialConfig, adversarial_from_run
-    from neuronatlas.lens.decompose import model_of
+    from neuronatlas.describe.text_decomposition import model_of
     from neuronatlas.lens.segmentation import class_set
 
     out, results = world_clip_lens_run

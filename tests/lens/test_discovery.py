@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from neuronatlas.errors import UserError
-from neuronatlas.lens.decompose import DecomposeConfig, TextDictionary
+from neuronatlas.describe.text_decomposition import DecomposeConfig, TextDictionary
 from neuronatlas.lens.discovery import from_embedding, from_neurons, significant_neurons
 
 
@@ -43,7 +43,7 @@ from lens_apps_fixtures import world_clip_lens_run  # noqa: E402,F401
 
 def test_discover_from_run(world_clip_lens_run):
     from neuronatlas.describe.second_order import stored_or_new_labels
-    from neuronatlas.lens.decompose import neuron_terms
+    from neuronatlas.describe.text_decomposition import neuron_terms
     from neuronatlas.lens.discovery import discover_from_run
 
     out, results = world_clip_lens_run

@@ -134,8 +134,8 @@ def test_heat_sums_each_images_own_neurons(world_clip_lens_run):
     import torch
 
     from neuronatlas.data import open_probe
-    from neuronatlas.lens.decompose import model_of
-    from neuronatlas.lens.second_order import SecondOrderLens
+    from neuronatlas.describe.text_decomposition import model_of
+    from neuronatlas.lens.effects import SecondOrderLens
     from neuronatlas.lens.segmentation import _heat
     from neuronatlas.lens.vit import ClipViT
 

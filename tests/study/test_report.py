@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from neuronatlas.study import import_responses, study_report
-from neuronatlas.study.agreement import cohen_kappa
+from neuronatlas.study.inter_rater import cohen_kappa
 from neuronatlas.study.schema import COLUMNS
 from tests.conftest import missing_tool
 

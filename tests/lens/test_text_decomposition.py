@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neuronatlas.errors import UserError
-from neuronatlas.lens.decompose import (DecomposeConfig, TextDictionary, decompose, decompose_many,
+from neuronatlas.describe.text_decomposition import (DecomposeConfig, TextDictionary, decompose, decompose_many,
                                         omp, positive_lasso, quality)
 
 
@@ -175,7 +175,7 @@ from lens_apps_fixtures import world_clip_lens_run  # noqa: E402,F401
 
 
 def test_world_clip_dictionary_merges_unknown_words(world_clip_lens_run):
-    from neuronatlas.lens.decompose import model_of, text_dictionary
+    from neuronatlas.describe.text_decomposition import model_of, text_dictionary
 
     out, results = world_clip_lens_run
     _, scorer = model_of(results[0])
@@ -188,7 +188,7 @@ def test_world_clip_dictionary_merges_unknown_words(world_clip_lens_run):
 def test_describe_second_order_labels(world_clip_lens_run):
     import neuronatlas as na
     from neuronatlas.describe import describe
-    from neuronatlas.lens.decompose import model_of, text_dictionary
+    from neuronatlas.describe.text_decomposition import model_of, text_dictionary
 
     out, results = world_clip_lens_run
     with pytest.raises(UserError, match="does not take similarity"):
@@ -234,7 +234,7 @@ def test_open_clip_text_dictionary_is_cached(b32_target, tmp_path):
     """A real (random-weight) open_clip ViT-B-32 text tower: 512-d unit atoms, cached on disk and
     read back identically."""
     from neuronatlas.backends.clip import scorer_from_target
-    from neuronatlas.lens.decompose import default_text_set, text_dictionary
+    from neuronatlas.describe.text_decomposition import default_text_set, text_dictionary
 
     scorer = scorer_from_target(b32_target)
     assert default_text_set(scorer) == "words20k"

@@ -5,7 +5,7 @@ from itertools import permutations
 import numpy as np
 import pytest
 
-from neuronatlas.study.agreement import (cohen_kappa, fisher_exact, krippendorff_alpha, pairwise,
+from neuronatlas.study.inter_rater import (cohen_kappa, fisher_exact, krippendorff_alpha, pairwise,
                                          percent_agreement)
 
 nan = np.nan

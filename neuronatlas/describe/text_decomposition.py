@@ -11,7 +11,7 @@ has norm 1), which is what orthogonal matching pursuit's greedy step assumes: it
 the largest |<atom, residual>|, a cosine only if every atom has the same norm. The second_order_lens
 reference instead divided the centred text matrix by its column norms (per embedding dimension), which
 reweights dimensions and gives atoms of unequal norms, so OMP ranks texts by length as much as by
-direction (tests/lens/test_decompose.py shows it picking the wrong words on a planted combination).
+direction (tests/lens/test_text_decomposition.py shows it picking the wrong words on a planted combination).
 
 Two solvers, both batched over many vectors:
 - `omp`: orthogonal matching pursuit, least squares refit over the selected atoms at each step, stops
@@ -255,7 +255,7 @@ def text_dictionary(scorer, concepts=None, center: bool = True, cache_dir: str |
     import torch
 
     from ..concepts import load_concepts
-    from ..describe.embeddings import _key, _load, _save, scorer_key
+    from .embeddings import _key, _load, _save, scorer_key
 
     cs = load_concepts(concepts or default_text_set(scorer))
     root = Path(cache_dir) if cache_dir else _default_cache_root()
@@ -280,13 +280,30 @@ def _default_cache_root() -> Path:
 
 
 # -- neurons of a second-order result -------------------------------------------------------------
-def model_of(result, device=None):
-    """(target, scorer) of the CLIP a second-order result was computed with: the same spec, weights
-    and, for random weights, seed (so the text tower matches the vision tower that made the PCs)."""
-    from ..backends.clip import scorer_from_target
-    from .compute import lens_for
+def target_of(result):
+    """The Target a second-order result was computed with: the same spec, weights and,
+    for random weights, seed, so the text tower matches the vision tower that made the PCs.
+    lens.compute.lens_for builds its lens on this target too."""
+    import torch
 
-    target, _ = lens_for(result, device)
+    from ..models import load_target
+
+    cfg = result.meta["config"]
+    torch.manual_seed(cfg.get("seed", 0))
+    return load_target(result.meta["key"]["model"]["spec"], weights=cfg.get("weights"),
+                       random_weights=cfg.get("random_weights", False))
+
+
+def model_of(result, device=None):
+    """(target, scorer) of the CLIP a second-order result was computed with (see target_of), on
+    `device` (default: the result's, else cuda when available)."""
+    import torch
+
+    from ..backends.clip import scorer_from_target
+
+    target = target_of(result)
+    device = device or result.meta["config"].get("device")
+    target.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     return target, scorer_from_target(target)
 
 
