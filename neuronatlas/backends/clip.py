@@ -148,7 +148,7 @@ def _hf_tokenizer(source: str):
 
     import transformers
 
-    from ..models.registry import cached_then_online, hf_cache_dir, hf_endpoint
+    from ..models.weights import cached_then_online, hf_cache_dir, hf_endpoint
 
     def load():
         return transformers.AutoTokenizer.from_pretrained(source)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import UserError
+from .family import BuildOptions, ModelFamily, model_family
 from .layout import TokenInfo
-from .registry import cached_then_online, hf_cache_dir, hf_endpoint, hub_offline, reachable
+from .weights import cached_then_online, hf_cache_dir, hf_endpoint, hub_offline, reachable
 from .target import Preprocess, Target
 
 _RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
@@ -25,6 +27,27 @@ _RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "biline
 _KNOWN_DEFAULTS = {
     "dinov2": dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop=224, short=256),
 }
+
+
+@dataclass(frozen=True)
+class HFSpec:
+    source: str
+    """A hub id (`ORG/NAME`) or a local checkpoint directory."""
+
+
+@model_family
+class HF(ModelFamily):
+    name = "hf"
+    grammar = "hf:ORG/NAME or hf:/local/dir"
+    example = "hf:openai/clip-vit-base-patch32"
+
+    def parse(self, rest: str) -> HFSpec:
+        if not rest:
+            raise UserError(f"bad transformers spec 'hf:': use {self.grammar}, e.g. {self.example}")
+        return HFSpec(rest)
+
+    def build(self, spec: HFSpec, how: BuildOptions) -> Target:
+        return build(how.spec, spec.source, how.weights, how.random_weights, how.device)
 
 
 def build(spec: str, rest: str, weights: str | None = None, random_weights: bool = False,

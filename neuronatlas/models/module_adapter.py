@@ -13,20 +13,51 @@ import hashlib
 import importlib.util
 import inspect
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from ..errors import UserError
-from .registry import RANDOM_FIX
+from .family import BuildOptions, ModelFamily, model_family
+from .weights import RANDOM_FIX
 from .target import Preprocess, Target
 
 IMAGENET_224 = Preprocess(size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize=256,
                           interpolation="bilinear")
 
 
-def build(spec: str, rest: str, weights: str | None = None, random_weights: bool = False) -> Target:
-    path_str, _, func = rest.rpartition(":")
+@dataclass(frozen=True)
+class FileSpec:
+    path: str
+    """The Python file, as typed (`~` allowed)."""
+    factory: str
+    """The function in it that returns the model."""
+
+
+@model_family
+class File(ModelFamily):
+    name = "file"
+    grammar = "path/to/file.py:factory"
+    example = "models/mine.py:build"
+
+    def claims(self, spec: str) -> str | None:
+        path, sep, _ = spec.rpartition(":")
+        return spec if sep and path.endswith(".py") else None
+
+    def parse(self, rest: str) -> FileSpec:
+        path, _, func = rest.rpartition(":")
+        if not func.isidentifier():
+            raise UserError(f"'{func}' in model spec {rest} is not a Python function name: use "
+                            f"path/to/file.py:factory")
+        return FileSpec(path, func)
+
+    def build(self, spec: FileSpec, how: BuildOptions) -> Target:
+        return build(how.spec, spec.path, spec.factory, how.weights, how.random_weights)
+
+
+def build(spec: str, path_str: str, func: str, weights: str | None = None,
+          random_weights: bool = False) -> Target:
     path = Path(path_str).expanduser()
     if not path.is_file():
         raise UserError(f"no file {path} for model spec {spec}: give path/to/file.py:factory with an "

@@ -9,10 +9,12 @@ mean/std and activation (QuickGELU for the OpenAI tags).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from ..errors import UserError, near_matches
+from .family import BuildOptions, ModelFamily, model_family
 from .layout import TokenInfo
-from .registry import RANDOM_FIX, cached_then_online, hf_cache_dir, hf_endpoint
+from .weights import RANDOM_FIX, cached_then_online, hf_cache_dir, hf_endpoint
 from .target import Preprocess, Target
 
 
@@ -24,10 +26,36 @@ def parse(rest: str) -> tuple[str, str | None]:
     return name, tag or None
 
 
-def build(spec: str, rest: str, weights: str | None = None, random_weights: bool = False) -> Target:
+@dataclass(frozen=True)
+class OpenClipSpec:
+    model: str
+    """open_clip's model name (`ViT-B-32`), or a schema name (`hf-hub:ORG/NAME`, `local-dir:PATH`)."""
+    tag: str | None = None
+    """The pretrained tag (`datacomp_xl_s13b_b90k`); None for schema names or random weights."""
+
+
+@model_family
+class OpenClip(ModelFamily):
+    name = "open_clip"
+    aliases = ("open-clip",)
+    grammar = "open_clip:MODEL[/TAG]"
+    example = "open_clip:ViT-B-32/datacomp_xl_s13b_b90k"
+
+    def parse(self, rest: str) -> OpenClipSpec:
+        name, tag = parse(rest)
+        if not name or (tag is not None and "/" in tag):
+            raise UserError(f"bad open_clip spec 'open_clip:{rest}': use {self.grammar}, e.g. "
+                            f"{self.example}")
+        return OpenClipSpec(name, tag)
+
+    def build(self, spec: OpenClipSpec, how: BuildOptions) -> Target:
+        return build(how.spec, spec.model, spec.tag, how.weights, how.random_weights)
+
+
+def build(spec: str, name: str, tag: str | None = None, weights: str | None = None,
+          random_weights: bool = False) -> Target:
     import open_clip
 
-    name, tag = parse(rest)
     tag_cfg: dict = {}
     if not name.startswith(("hf-hub:", "local-dir:")):
         if open_clip.get_model_config(name) is None:

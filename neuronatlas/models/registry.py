@@ -1,166 +1,91 @@
-"""Model specs: parse the string a user typed and hand it to the adapter of its family.
+"""Model specs: find the family that owns the string a user typed, let it parse and build the Target.
 
-Also the one place that knows how to look for weights offline first: every adapter tries the local
-cache, and only goes to the network when it is reachable, so an offline machine gets a one-line
-`UserError` in seconds instead of minutes of download retries.
+The families are modules that register themselves with `@model_family` (family.py): the built-in
+ones below, imported on first use, and any installed package's modules listed under the entry-point
+group `neuronatlas.model_families` (a plugin adds `nnsight:` or `mylab:` without touching this file).
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
-import os
-import socket
-from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
-from typing import Callable, TypeVar
-from urllib.parse import urlparse
 
 from ..errors import UserError, near_matches
+from .family import FAMILIES, BuildOptions, ModelFamily
 from .target import Target
 
-FORMS = ("torchvision:NAME[/WEIGHTS], timm:NAME, open_clip:MODEL[/TAG], hf:ORG/NAME or hf:/local/dir, "
-         "zoo:NAME, or path/to/file.py:factory")
-RANDOM_FIX = "or use --random-weights to build the architecture with random weights"
+# the file family first: `dir/timm:x.py:build` is a path, whatever its first colon says
+BUILTIN = ("module_adapter", "torchvision_adapter", "timm_adapter", "open_clip_adapter", "hf_adapter",
+           "zoo")
+ENTRY_POINT_GROUP = "neuronatlas.model_families"
+_loaded = False
 
-T = TypeVar("T")
+
+def load_families() -> dict[str, ModelFamily]:
+    """Every registered family, by name and alias (imports the built-in and plugin modules once)."""
+    global _loaded
+    if not _loaded:
+        for name in BUILTIN:
+            importlib.import_module(f".{name}", __package__)
+        for ep in _entry_points():
+            try:
+                importlib.import_module(ep.value.partition(":")[0])
+            except ImportError as e:  # a broken plugin must not take the built-in families down
+                raise UserError(f"the model-family plugin '{ep.name}' ({ep.value}) does not import "
+                                f"({e}): reinstall it or uninstall the package that declares it") from e
+        _loaded = True
+    return FAMILIES
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """'timm:resnet50' -> ('timm', 'resnet50'); 'dir/m.py:build' -> ('file', 'dir/m.py:build')."""
+def _entry_points():
+    from importlib.metadata import entry_points
+
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
+def families() -> list[ModelFamily]:
+    """Each family once: the built-in ones in BUILTIN order (the file family, which claims specs by
+    their shape rather than a prefix, first), then plugins in registration order."""
+    out: list[ModelFamily] = []
+    for f in load_families().values():
+        if f not in out:
+            out.append(f)
+    order = {f"{__package__}.{m}": i for i, m in enumerate(BUILTIN)}
+    return sorted(out, key=lambda f: order.get(type(f).__module__, len(BUILTIN)))
+
+
+def forms() -> str:
+    """The grammar of every family, for errors and help texts (prefix families first)."""
+    fams = families()
+    grammars = [f.grammar for f in fams[1:]] + [fams[0].grammar]
+    return ", ".join(grammars[:-1]) + (", or " if len(grammars) > 1 else "") + grammars[-1]
+
+
+def parse_spec(spec: str) -> tuple[ModelFamily, object]:
+    """'timm:resnet50' -> (the timm family, TimmSpec('resnet50')). UserError for an unknown family
+    (with the known ones) or a malformed spec (with the family's grammar)."""
     spec = spec.strip()
-    path, sep, factory = spec.rpartition(":")
-    if sep and path.endswith(".py") and factory.isidentifier():
-        return "file", spec
-    family, sep, rest = spec.partition(":")
-    family = family.lower().replace("-", "_")
-    if sep and family in {"torchvision", "timm", "open_clip", "hf", "zoo"} and rest.strip():
-        return family, rest.strip()
-    raise UserError(f"unknown model spec '{spec}': use one of {FORMS}")
+    for family in families():
+        rest = family.claims(spec)
+        if rest is not None:
+            return family, family.parse(rest)
+    prefix, sep, _ = spec.partition(":")
+    known = sorted({f.name for f in families()})
+    hint = near_matches(prefix.lower().replace("-", "_"), known) if sep else []
+    what = f"unknown model family '{prefix}'" if sep else f"unknown model spec '{spec}'"
+    raise UserError(f"{what}" + (f" (did you mean {', '.join(hint)}?)" if hint else "")
+                    + f": use one of {forms()}")
 
 
 def build(spec: str, weights: str | None = None, random_weights: bool = False,
           device: str | None = None) -> Target:
     """Build the Target of `spec` on the CPU, in eval mode. `device` is a hint (HF loads half
     precision checkpoints as they are when bound for a GPU)."""
-    family, rest = parse_spec(spec)
+    family, parsed = parse_spec(spec)
     if weights is not None and not Path(weights).expanduser().exists():
         raise UserError(f"weights '{weights}' for {spec} do not exist: pass --weights with an existing "
                         f"file or directory, or leave it out to use the library's cache")
     weights = str(Path(weights).expanduser()) if weights else None
-    if family == "zoo":
-        return _build_zoo(spec, rest, weights, random_weights)
-    module = importlib.import_module(f".{_ADAPTERS[family]}", __package__)
-    kwargs = {"device": device} if family == "hf" else {}
-    target = module.build(spec, rest, weights=weights, random_weights=random_weights, **kwargs)
+    target = family.build(parsed, BuildOptions(spec.strip(), weights, random_weights, device))
     target.model.eval()
     return target
-
-
-_ADAPTERS = {"torchvision": "torchvision_adapter", "timm": "timm_adapter",
-             "open_clip": "open_clip_adapter", "hf": "hf_adapter", "file": "module_adapter"}
-
-
-def _build_zoo(spec: str, name: str, weights: str | None, random_weights: bool) -> Target:
-    from .zoo import ZOO
-
-    if name not in ZOO:
-        known = ", ".join(sorted(ZOO)) or "(none installed)"
-        hint = near_matches(name, list(ZOO))
-        raise UserError(f"unknown zoo model '{name}'"
-                        + (f" (did you mean {', '.join(hint)}?)" if hint else "")
-                        + f"; known zoo models: {known}")
-    module, _, func = ZOO[name].partition(":")
-    factory = getattr(importlib.import_module(module), func)
-    target = factory(weights, random_weights)
-    target.spec = spec
-    target.model.eval()
-    return target
-
-
-# -- weights: cache first, network only when it is there ---------------------------------------------
-def offline_requested() -> bool:
-    """The user said there is no network (the HF convention, honoured by every family)."""
-    return any(os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"}
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "NEURONATLAS_OFFLINE"))
-
-
-def reachable(url: str, timeout: float = 3.0) -> bool:
-    """Can we open a TCP connection to the host of `url`? A proxy setting counts as yes (we cannot
-    tell through it, and the library will use it)."""
-    if offline_requested():
-        return False
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    return _connects(urlparse(url).hostname or url, timeout)
-
-
-@lru_cache(maxsize=None)  # asked once per host and process: an offline probe costs up to `timeout`
-def _connects(host: str, timeout: float) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def hf_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-
-
-def hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except ImportError:
-        return "~/.cache/huggingface/hub"
-
-
-@contextmanager
-def hub_offline():
-    """Make huggingface_hub (used by timm, open_clip and transformers) answer from its cache only."""
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        yield
-        return
-    old = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = old
-
-
-@contextmanager
-def _quiet():
-    """Mute the libraries' ERROR logs of a cache miss we handle (open_clip logs before raising)."""
-    before = logging.root.manager.disable
-    logging.disable(max(before, logging.ERROR))
-    try:
-        yield
-    finally:
-        logging.disable(before)
-
-
-def missing_weights(spec: str, looked: str, cause: BaseException | None = None) -> UserError:
-    why = f" ({type(cause).__name__})" if cause is not None else ""
-    return UserError(
-        f"no weights for {spec} in {looked} and no network{why}: download them on a machine with "
-        f"internet into {looked}, or pass --weights PATH, {RANDOM_FIX}")
-
-
-def cached_then_online(spec: str, load: Callable[[], T], looked: str, url: str) -> T:
-    """`load()` from the cache only; if that fails, again with the network when it is reachable."""
-    try:
-        with hub_offline(), _quiet():
-            return load()
-    except UserError:
-        raise
-    except Exception as e:  # the libraries raise OSError, RuntimeError, LocalEntryNotFoundError...
-        first = e
-    if not reachable(url):
-        raise missing_weights(spec, looked, first) from first
-    return load()

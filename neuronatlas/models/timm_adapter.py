@@ -8,22 +8,44 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 from torch import nn
 
 from ..errors import UserError, near_matches
+from .family import BuildOptions, ModelFamily, model_family
 from .layout import TokenInfo
-from .registry import cached_then_online, hf_cache_dir, hf_endpoint
+from .weights import cached_then_online, hf_cache_dir, hf_endpoint
 from .target import Preprocess, Target
 
 _CHECKPOINT_NAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
 
-def build(spec: str, rest: str, weights: str | None = None, random_weights: bool = False) -> Target:
+@dataclass(frozen=True)
+class TimmSpec:
+    name: str
+    """timm's model name, with its pretrained tag if any (`resnet50.a1_in1k`)."""
+
+
+@model_family
+class Timm(ModelFamily):
+    name = "timm"
+    grammar = "timm:NAME[.TAG]"
+    example = "timm:vit_tiny_patch16_224"
+
+    def parse(self, rest: str) -> TimmSpec:
+        if not rest or any(c in rest for c in " /:"):
+            raise UserError(f"bad timm spec 'timm:{rest}': use {self.grammar}, e.g. {self.example}")
+        return TimmSpec(rest)
+
+    def build(self, spec: TimmSpec, how: BuildOptions) -> Target:
+        return build(how.spec, spec.name, how.weights, how.random_weights)
+
+
+def build(spec: str, name: str, weights: str | None = None, random_weights: bool = False) -> Target:
     import timm
     from timm.models import split_model_name_tag
 
-    name = rest
     arch, _tag = split_model_name_tag(name)
     if not timm.is_model(arch):
         hint = near_matches(arch, timm.list_models())

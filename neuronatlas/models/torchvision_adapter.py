@@ -7,23 +7,50 @@ whether or not the weights are loaded (so random-weight models get the same inpu
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import torch
 
 from ..errors import UserError, near_matches
+from .family import BuildOptions, ModelFamily, model_family
 from .layout import TokenInfo
-from .registry import RANDOM_FIX, missing_weights, reachable
+from .weights import RANDOM_FIX, missing_weights, reachable
 from .target import Preprocess, Target
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build(spec: str, rest: str, weights: str | None = None, random_weights: bool = False) -> Target:
+@dataclass(frozen=True)
+class TorchvisionSpec:
+    name: str
+    """The builder's name in torchvision.models (`resnet50`)."""
+    weights: str = ""
+    """A member of the model's weights enum (`IMAGENET1K_V2`); empty: its DEFAULT."""
+
+
+@model_family
+class Torchvision(ModelFamily):
+    name = "torchvision"
+    grammar = "torchvision:NAME[/WEIGHTS]"
+    example = "torchvision:resnet50/IMAGENET1K_V2"
+
+    def parse(self, rest: str) -> TorchvisionSpec:
+        name, _, tag = rest.partition("/")
+        if not name.strip() or "/" in tag:
+            raise UserError(f"bad torchvision spec 'torchvision:{rest}': use {self.grammar}, e.g. "
+                            f"{self.example}")
+        return TorchvisionSpec(name.strip(), tag.strip())
+
+    def build(self, spec: TorchvisionSpec, how: BuildOptions) -> Target:
+        return build(how.spec, spec.name, spec.weights, how.weights, how.random_weights)
+
+
+def build(spec: str, name: str, tag: str = "", weights: str | None = None,
+          random_weights: bool = False) -> Target:
     from torchvision import models
 
-    name, _, tag = rest.partition("/")
     try:
         builder = models.get_model_builder(name)
     except ValueError:

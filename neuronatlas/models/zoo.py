@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import asdict, dataclass
 
+from ..errors import UserError, near_matches
+from .family import BuildOptions, ModelFamily, model_family
+from .target import Target
+
 ZOO: dict[str, str] = {
     "efficientnet-lite0": "neuronatlas.models.zoo_classifiers:build_efficientnet_lite0",
     "mobilenet-v2": "neuronatlas.models.zoo_classifiers:build_mobilenet_v2",
@@ -93,3 +97,32 @@ def help_text() -> str:
     """One line per zoo model, for `--help` texts."""
     return " | ".join(f"zoo:{e.name}: {e.description}, {e.input_size}px, {e.weights} weights"
                       for e in entries())
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    name: str
+    """A key of ZOO (`efficientnet-lite0`)."""
+
+
+@model_family
+class Zoo(ModelFamily):
+    name = "zoo"
+    grammar = "zoo:NAME"
+    example = "zoo:efficientnet-lite0"
+
+    def parse(self, rest: str) -> ZooSpec:
+        if rest not in ZOO:
+            hint = near_matches(rest, list(ZOO)) if rest else []
+            raise UserError(f"unknown zoo model '{rest}'"
+                            + (f" (did you mean {', '.join(hint)}?)" if hint else "")
+                            + f"; known zoo models: {', '.join(sorted(ZOO)) or '(none installed)'} "
+                            f"(`neuronatlas zoo list` says what each is)")
+        return ZooSpec(rest)
+
+    def build(self, spec: ZooSpec, how: BuildOptions) -> Target:
+        module, _, func = ZOO[spec.name].partition(":")
+        factory = getattr(importlib.import_module(module), func)
+        target = factory(how.weights, how.random_weights)
+        target.spec = how.spec
+        return target

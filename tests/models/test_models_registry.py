@@ -9,6 +9,7 @@ import torch
 
 from neuronatlas.errors import UserError
 from neuronatlas.models import format_layers, load_target, registry
+from neuronatlas.models import weights as weights_lookup
 from neuronatlas.models.layout import Layout, TokenInfo, infer_layout
 from neuronatlas.models.target import Preprocess
 
@@ -16,25 +17,52 @@ torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("spec,expected", [
-    ("timm:resnet50", ("timm", "resnet50")),
-    ("torchvision:vit_b_16/IMAGENET1K_V1", ("torchvision", "vit_b_16/IMAGENET1K_V1")),
-    ("open_clip:ViT-B-32/datacomp_xl_s13b_b90k", ("open_clip", "ViT-B-32/datacomp_xl_s13b_b90k")),
-    ("open-clip:ViT-B-32", ("open_clip", "ViT-B-32")),
-    ("hf:openai/clip-vit-base-patch32", ("hf", "openai/clip-vit-base-patch32")),
-    ("hf:/local/dir", ("hf", "/local/dir")),
-    ("zoo:mobilenet-v2", ("zoo", "mobilenet-v2")),
-    ("models/my net.py:build", ("file", "models/my net.py:build")),
+    ("timm:resnet50", ("timm", {"name": "resnet50"})),
+    ("torchvision:vit_b_16/IMAGENET1K_V1", ("torchvision", {"name": "vit_b_16", "weights": "IMAGENET1K_V1"})),
+    ("torchvision:resnet18", ("torchvision", {"name": "resnet18", "weights": ""})),
+    ("open_clip:ViT-B-32/datacomp_xl_s13b_b90k", ("open_clip", {"model": "ViT-B-32", "tag": "datacomp_xl_s13b_b90k"})),
+    ("open-clip:ViT-B-32", ("open_clip", {"model": "ViT-B-32", "tag": None})),
+    ("open_clip:hf-hub:org/name", ("open_clip", {"model": "hf-hub:org/name", "tag": None})),
+    ("hf:openai/clip-vit-base-patch32", ("hf", {"source": "openai/clip-vit-base-patch32"})),
+    ("hf:/local/dir", ("hf", {"source": "/local/dir"})),
+    ("zoo:mobilenet-v2", ("zoo", {"name": "mobilenet-v2"})),
+    ("models/my net.py:build", ("file", {"path": "models/my net.py", "factory": "build"})),
+    ("dir/timm:x.py:build", ("file", {"path": "dir/timm:x.py", "factory": "build"})),
 ])
 def test_parse_spec(spec, expected):
-    assert registry.parse_spec(spec) == expected
+    from dataclasses import asdict
+
+    family, parsed = registry.parse_spec(spec)
+    assert (family.name, asdict(parsed)) == expected
 
 
-@pytest.mark.parametrize("spec", ["resnet50", "keras:resnet50", "timm:", "model.py", "model.py:1x"])
-def test_unknown_spec_names_the_valid_forms(spec):
+@pytest.mark.parametrize("spec,says", [
+    ("resnet50", "unknown model spec 'resnet50'"), ("keras:resnet50", "unknown model family 'keras'"),
+    ("model.py", "unknown model spec"), ("Timn:resnet50", "did you mean timm"),
+])
+def test_unknown_spec_names_the_valid_forms(spec, says):
     with pytest.raises(UserError) as e:
         load_target(spec)
     msg = str(e.value)
-    assert "\n" not in msg and "timm:NAME" in msg and "path/to/file.py:factory" in msg
+    assert "\n" not in msg and says in msg
+    for family in registry.families():  # every family's grammar, so the fix is in the message
+        assert family.grammar in msg
+    assert "timm:NAME" in msg and "path/to/file.py:factory" in msg
+
+
+@pytest.mark.parametrize("spec,says", [
+    ("timm:", "use timm:NAME[.TAG], e.g. timm:vit_tiny_patch16_224"),
+    ("timm:a b", "use timm:NAME[.TAG]"),
+    ("torchvision:/X", "use torchvision:NAME[/WEIGHTS]"),
+    ("open_clip:ViT-B-32/a/b", "use open_clip:MODEL[/TAG]"),
+    ("hf:", "use hf:ORG/NAME or hf:/local/dir"),
+    ("zoo:", "known zoo models: "),
+    ("model.py:1x", "not a Python function name: use path/to/file.py:factory"),
+])
+def test_a_malformed_spec_gets_its_familys_grammar(spec, says):
+    with pytest.raises(UserError) as e:
+        registry.parse_spec(spec)  # syntax only: nothing imported, nothing built
+    assert says in str(e.value) and "\n" not in str(e.value)
 
 
 def test_unknown_zoo_name_lists_the_known_ones(monkeypatch):
@@ -202,7 +230,7 @@ def test_cache_miss_without_offline_flag_probes_the_network(monkeypatch):
         monkeypatch.delenv(k, raising=False)
     before = constants.HF_HUB_OFFLINE
     probed = []
-    monkeypatch.setattr(registry, "reachable", lambda url, timeout=3.0: probed.append(url) or False)
+    monkeypatch.setattr(weights_lookup, "reachable", lambda url, timeout=3.0: probed.append(url) or False)
     with pytest.raises(UserError, match="no weights for timm:resnet18"):
         load_target("timm:resnet18")
     assert probed and constants.HF_HUB_OFFLINE == before
