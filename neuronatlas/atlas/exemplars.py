@@ -112,8 +112,9 @@ def _render(run: Run, unit: str, rows: list[tuple[int, int, str, float]], target
             chunk = rows[a:a + batch_size]
             images = [probe.read_image(index) for _, index, _, _ in chunk]
             pixels = torch.stack([transform(im) for im in images]).to(target.device)
-            indices = [index for _, index, _, _ in chunk]
-            acts = capture.run(pixels, probe, indices)[point.name]  # (B, 1, S): this unit only
+            indices = np.array([index for _, index, _, _ in chunk], np.int64)
+            batch = target.make_batch(pixels, indices, probe)
+            acts = capture.run(batch)[point.name]  # (B, 1, S): this unit only
             values = pool(acts, point.layout, pooling)[:, 0].float().cpu()
             maps = None
             if point.layout.has_grid:

@@ -155,7 +155,7 @@ class TileRenderer:
                     if not self.plain_path(i).exists():
                         _save_png(self.plain_path(i), np.asarray(geometry(im.convert("RGB"))))
                 pixels = torch.stack([transform(im) for im in pil]).to(target.device)
-                acts = capture.run(pixels, probe, chunk)[point.name]  # (B, units, S)
+                acts = capture.run(target.make_batch(pixels, np.asarray(chunk), probe))[point.name]  # (B, units, S)
                 pooled = pool(acts, layout, pooling).float().cpu().numpy()
                 grid = layout.spatial_map(acts).float().cpu().numpy() if layout.has_grid else None
                 for j, i in enumerate(chunk):

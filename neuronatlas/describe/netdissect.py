@@ -233,8 +233,8 @@ def _netdissect(run, layers=None, quantile: float = 0.005, mask_size: int | None
         try:
             for batch in iter_batches(probe, transform, indices, batch_size, num_workers=0):
                 if len(batch.indices):
-                    yield batch.indices, capture.run(batch.pixels.to(target.device), probe,
-                                                     batch.indices)
+                    inputs = target.make_batch(batch.pixels.to(target.device), batch.indices, probe)
+                    yield batch.indices, capture.run(inputs)
                 bar.advance(len(batch.indices) + len(batch.failed))
         finally:
             bar.close()

@@ -4,8 +4,11 @@
     target.select("blocks.*.mlp.fc1")
 
 Specs: torchvision:NAME[/WEIGHTS], timm:NAME, open_clip:MODEL[/TAG], hf:ORG/NAME or hf:/local/dir,
-zoo:NAME, path/to/file.py:factory. In-memory models: `hf_adapter.target_from_hf_model`,
+zoo:NAME, path/to/file.py:factory: one family module each, registered with `@model_family`
+(family.py; registry.py finds a spec's family, plugins come in through entry points). In-memory
+models: `hf_adapter.target_from_hf_model` (and `target_from_llava`: images + a prompt),
 `timm_adapter.target_from_timm_model`, `open_clip_adapter.target_from_open_clip_model`.
+A Target's inputs are typed batches (inputs.py: ImageBatch, ImageTextBatch).
 """
 
 from __future__ import annotations

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from ..errors import UserError
 from .family import BuildOptions, ModelFamily, model_family
+from .inputs import ImageTextBatch
 from .layout import TokenInfo
 from .weights import cached_then_online, hf_cache_dir, hf_endpoint, hub_offline, reachable
 from .target import Preprocess, Target
@@ -105,6 +107,31 @@ def target_from_hf_model(model: nn.Module, preprocess: Preprocess | None = None,
         else {}
     return Target(spec=spec, model=model, preprocess=preprocess, forward=forward, tokens=tokens,
                   weights=weights, family="hf", class_names=class_names, extras=extras)
+
+
+def target_from_llava(model: nn.Module, build_prompt: Callable[[int, str], list[int]], prompt: str,
+                      preprocess: Preprocess | None = None, spec: str = "hf:<in-memory>",
+                      weights: str = "in-memory") -> Target:
+    """A LLaVA-style VLM recorded through its language model: every image goes in with the same text
+    `prompt` (the Target takes an ImageTextBatch), so the decoder layers are hook points next to the
+    vision tower's. `build_prompt(n_image_tokens, prompt)` returns the token ids in the model's own
+    template, with the image token written once per image feature. The decoder layers' outputs are
+    (B, image tokens + prompt tokens, D): record them with pooling `mean` (or `max`)."""
+    target = target_from_hf_model(model, preprocess, spec, weights)
+    cfg = model.config
+    vcfg = vision_config(cfg)
+    n_image = (int(vcfg.image_size) // int(vcfg.patch_size)) ** 2 \
+        + int(getattr(cfg, "vision_feature_select_strategy", "default") == "full")
+
+    def forward_batch(batch: ImageTextBatch):
+        ids = torch.tensor(build_prompt(n_image, batch.prompt), device=batch.pixels.device)
+        ids = ids.expand(len(batch), -1)  # one prompt for every image: no padding needed
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                     pixel_values=batch.pixels.to(_dtype(model)))
+
+    target.inputs, target.forward_batch, target.prompt = ImageTextBatch, forward_batch, prompt
+    target._hook_points = None  # discovered again, through the language model
+    return target
 
 
 def vision_config(config):

@@ -17,11 +17,12 @@ an image gets the same values whatever batch it is in, so recording and re-runni
 Units: every concept once as mono (39), then `n_or` OR and `n_and` AND pairs drawn without repeats
 from `random.Random(f"synthetic-units/{seed}")` (defaults 36 + 36: 111 units, all six categories).
 The layer to record is `units` (conv layout (B, U, grid, grid)); unit `units:i` has the true label
-`target.extras["truth"]` row i (columns unit, truth, kind, concepts: concept ids joined by "|").
+`target.truth` row i (columns unit, truth, kind, concepts: concept ids joined by "|").
 Recording such a target writes RUN/truth.parquet, which `Run.units` joins as the `truth` column.
 
 The units read the probe's ground truth, not pixels: they can only be recorded on `world:` probe sets
-(`Target.forward_context`); `forward(pixels)` returns zeros of the right shape (layer discovery).
+(`Target.forward_batch` reads the batch's probe and indices); `forward(pixels)` returns zeros of the
+right shape (layer discovery).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from torch import nn
 
 from ..data.world import CONCEPTS
 from ..errors import UserError
+from .inputs import ImageBatch
 from .target import Preprocess, Target
 from .zoo import zoo_entry
 
@@ -128,12 +130,13 @@ def build_synthetic(seed: int = 0, n_or: int = 36, n_and: int = 36, grid: int = 
         masks = torch.zeros(b, len(concept_ids), mask_size, mask_size, device=pixels.device)
         return model(masks, torch.zeros(b, n_units, grid, grid, device=pixels.device))
 
-    def forward_context(pixels: torch.Tensor, probe, indices):
-        if not (hasattr(probe, "masks") and hasattr(probe, "scene")):
+    def forward_batch(batch: ImageBatch):
+        probe, pixels = batch.probe, batch.pixels
+        if batch.indices is None or not (hasattr(probe, "masks") and hasattr(probe, "scene")):
             raise UserError(f"zoo:synthetic-units computes its units from world concept masks, but "
                             f"the probe set {getattr(probe, 'spec', probe)} has none: record it on a "
                             f"world: probe set (e.g. --data world:n=1000,size=64)")
-        indices = [int(i) for i in np.asarray(indices).reshape(-1)]
+        indices = [int(i) for i in np.asarray(batch.indices).reshape(-1)]
         masks = np.zeros((len(indices), len(concept_ids), mask_size, mask_size), np.float32)
         noise_maps = np.zeros((len(indices), n_units, grid, grid), np.float32)
         for j, i in enumerate(indices):
@@ -150,9 +153,9 @@ def build_synthetic(seed: int = 0, n_or: int = 36, n_and: int = 36, grid: int = 
     return Target(
         spec="zoo:synthetic-units", model=model,
         preprocess=Preprocess(size=size, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bilinear"),
-        forward=forward, forward_context=forward_context, family="synthetic",
+        forward=forward, forward_batch=forward_batch, family="synthetic",
         weights="synthetic:" + ",".join(f"{k}={v}" for k, v in config.items()),
-        extras={"truth": truth_table(units), "config": config})
+        truth=truth_table(units), extras={"config": config})
 
 
 @zoo_entry("synthetic-units", "111 units with known concept labels, computed from world masks "

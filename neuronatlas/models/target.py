@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, near_matches
+from .inputs import ImageBatch, ImageTextBatch, kind_of
 from .layout import Layout, TokenInfo, infer_layout
 
 DEFAULT_POOLING = {"conv": "mean", "tokens": "patch_mean", "vector": "none"}
@@ -82,9 +83,13 @@ class Target:
     family: str = "module"  # adapter name
     class_names: list[str] | None = None  # for classifiers with a known label set
     extras: dict = field(default_factory=dict)  # adapter-specific handles (e.g. a CLIP text encoder)
-    # For units defined on the probe's ground truth (synthetic units): called as
-    # forward_context(pixels, probe, indices) instead of forward(pixels) when recording.
-    forward_context: Callable[..., object] | None = None
+    # What `run` takes: ImageBatch (pixels, probe indices), or ImageTextBatch (+ a prompt) for a VLM
+    # recorded past its vision tower. `forward_batch(batch)`, when set, replaces `forward(pixels)`
+    # in `run` (a prompt to tokenize, or the probe's annotations to read, as synthetic units do).
+    inputs: type[ImageBatch] = ImageBatch
+    forward_batch: Callable[[ImageBatch], object] | None = None
+    prompt: str | None = None  # ImageTextBatch targets: the prompt every image is recorded with
+    truth: object | None = None  # a DataFrame of its units' true labels, for targets that know them
     _hook_points: dict[str, HookPoint] | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -105,14 +110,20 @@ class Target:
         self.model.to(device)
         return self
 
-    def run(self, pixels: torch.Tensor, probe=None, indices=None):
-        """One forward pass; targets whose units need the images' ground truth get it here."""
-        if self.forward_context is None:
-            return self.forward(pixels)
-        if probe is None or indices is None:
-            raise UserError(f"{self.spec} computes its units from the probe set's ground truth: "
-                            f"record it on a probe set that has annotations (e.g. world:)")
-        return self.forward_context(pixels, probe, indices)
+    def make_batch(self, pixels: torch.Tensor, indices=None, probe=None) -> ImageBatch:
+        """The typed batch this target takes, for preprocessed `pixels` (probe rows `indices`)."""
+        if self.inputs is ImageTextBatch:
+            return ImageTextBatch(pixels, indices, probe, prompt=self.prompt or "")
+        return self.inputs(pixels, indices, probe)
+
+    def run(self, batch: ImageBatch):
+        """One forward pass over a batch of the type `self.inputs` (see `make_batch`)."""
+        if not isinstance(batch, self.inputs):
+            raise UserError(f"{self.spec} takes {kind_of(self.inputs)} ({self.inputs.__name__}), "
+                            f"not {type(batch).__name__}: build the batch with target.make_batch")
+        if self.forward_batch is None:
+            return self.forward(batch.pixels)
+        return self.forward_batch(batch)
 
     # -- hook points ------------------------------------------------------------------------------
     @property
@@ -146,7 +157,12 @@ class Target:
         try:
             x = torch.zeros(batch, 3, self.preprocess.size, self.preprocess.size, device=self.device)
             with torch.no_grad():
-                self.forward(x)
+                # an image target is discovered from pixels alone (synthetic units would ask for
+                # annotations a dummy batch has not got); a VLM's prompt reaches its language model
+                if self.inputs is ImageBatch or self.forward_batch is None:
+                    self.forward(x)
+                else:
+                    self.forward_batch(self.make_batch(x))
         finally:
             for h in handles:
                 h.remove()
@@ -181,6 +197,10 @@ class Target:
 
     def describe(self) -> dict:
         """What a run records about its model."""
-        return {"spec": self.spec, "family": self.family, "weights": self.weights,
-                "preprocess": self.preprocess.to_json(),
-                "tokens": asdict(self.tokens) if self.tokens else None}
+        out = {"spec": self.spec, "family": self.family, "weights": self.weights,
+               "preprocess": self.preprocess.to_json(),
+               "tokens": asdict(self.tokens) if self.tokens else None}
+        if self.inputs is not ImageBatch:  # image-only runs keep the run.json they always had
+            out["inputs"] = kind_of(self.inputs)
+            out["prompt"] = self.prompt
+        return out

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from ..models.inputs import ImageBatch
 from ..models.target import HookPoint, Target
 
 
@@ -51,11 +52,14 @@ class Capture:
         return hook
 
     @torch.no_grad()
-    def run(self, pixels: torch.Tensor, probe=None, indices=None) -> dict[str, torch.Tensor]:
-        """Forward `pixels` (probe images `indices`); return {point name: reduced output}."""
+    def run(self, batch: ImageBatch | torch.Tensor, probe=None, indices=None) -> dict[str, torch.Tensor]:
+        """Forward one batch (`target.make_batch(...)`; or pixels, with the probe and the indices they
+        come from, made into the target's batch here); return {point name: reduced output}."""
+        if isinstance(batch, torch.Tensor):
+            batch = self.target.make_batch(batch, indices, probe)
         self.outputs = {}
         try:
-            self.target.run(pixels, probe, indices)
+            self.target.run(batch)
         except _StopForward:
             pass
         missing = [p.name for p in self.points if p.name not in self.outputs]

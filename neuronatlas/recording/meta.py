@@ -31,7 +31,9 @@ def build_meta(target: Target, probe: ProbeSet, points: list[HookPoint], pooling
                cfg: RecordConfig) -> dict:
     key = {
         "model": {"spec": target.spec, "weights": target.weights,
-                  "seed": cfg.seed if target.weights == "random" else None},
+                  "seed": cfg.seed if target.weights == "random" else None,
+                  # another prompt is another recording (image-only runs keep their old key)
+                  **({"prompt": target.prompt} if target.prompt is not None else {})},
         "probe": {"kind": probe.kind, "fingerprint": probe.fingerprint(), "n_images": len(probe)},
         "layers": [[p.name, poolings[p.name]] for p in points],
         "k": cfg.k,

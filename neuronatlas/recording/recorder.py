@@ -153,7 +153,7 @@ class ShardRecorder:
         pixels = batch.pixels if len(keep) == len(batch.indices) else \
             batch.pixels[torch.as_tensor(keep)]  # no copy in the usual all-kept case
         pixels = pixels.to(self.device, non_blocking=True)
-        outs = capture.run(pixels, self.probe, batch.indices[keep])
+        outs = capture.run(self.target.make_batch(pixels, batch.indices[keep], self.probe))
         pooled = {}
         for p in self.points:
             values = outs[p.name]
@@ -217,7 +217,7 @@ def record(model: str | Target, data, out: str | Path, config: RecordConfig | No
         return finalize(out)  # returns the run (and tidies up after a merge killed at its end)
     if not (out / "images.parquet").exists():
         rundir.write_table(out, "images", listing_table(probe))
-    if target.extras.get("truth") is not None:  # synthetic units: their true labels
-        rundir.write_truth(out, target.extras["truth"])
+    if target.truth is not None:  # synthetic units: their true labels
+        rundir.write_truth(out, target.truth)
     ShardRecorder(target, probe, points, poolings, out, config, show_progress).run()
     return finalize(out)

@@ -14,7 +14,7 @@ from neuronatlas.models.synthetic_units import build_synthetic, choose_units
 
 def test_units_cover_three_kinds_and_every_category():
     target = load_target("zoo:synthetic-units")
-    truth = target.extras["truth"]
+    truth = target.truth
     assert len(truth) >= 100
     assert set(truth["kind"]) == {"mono", "or", "and"}
     cats = {CONCEPTS[c].category for cs in truth["concepts"] for c in cs.split("|")}
@@ -41,8 +41,8 @@ def test_choice_is_seeded():
 def test_maps_follow_the_definition():
     probe = na.open_probe("world:n=6,size=32,seed=3")
     target = build_synthetic(noise=0.0)
-    truth = target.extras["truth"]
-    out = target.run(torch.zeros(6, 3, 64, 64), probe, np.arange(6))
+    truth = target.truth
+    out = target.run(target.make_batch(torch.zeros(6, 3, 64, 64), np.arange(6), probe))
     for kind in ("mono", "or", "and"):
         u = int(truth.index[truth.kind == kind][0])
         cs = truth.concepts[u].split("|")
@@ -58,10 +58,11 @@ def test_maps_follow_the_definition():
 def test_noise_depends_only_on_the_image():
     probe = na.open_probe("world:n=5,size=32")
     target = build_synthetic()
-    a = target.run(torch.zeros(5, 3, 64, 64), probe, np.arange(5))
-    b = target.run(torch.zeros(2, 3, 64, 64), probe, np.array([3, 1]))
+    a = target.run(target.make_batch(torch.zeros(5, 3, 64, 64), np.arange(5), probe))
+    b = target.run(target.make_batch(torch.zeros(2, 3, 64, 64), np.array([3, 1]), probe))
     torch.testing.assert_close(b, a[[3, 1]])
-    clean = build_synthetic(noise=0.0).run(torch.zeros(5, 3, 64, 64), probe, np.arange(5))
+    clean_t = build_synthetic(noise=0.0)
+    clean = clean_t.run(clean_t.make_batch(torch.zeros(5, 3, 64, 64), np.arange(5), probe))
     assert (a - clean).std() > 0.01
 
 
