@@ -51,5 +51,6 @@ def stream_rows(target: Target, probe, point: HookPoint, tokens: str, indices: n
             if len(batch.indices) == 0:
                 yield torch.empty(0, point.n_units), n
                 continue
-            out = capture.run(batch.pixels.to(device), probe, batch.indices)[point.name]
+            inputs = target.make_batch(batch.pixels.to(device), batch.indices, probe)
+            out = capture.run(inputs)[point.name]
             yield out.float().cpu(), n

@@ -104,12 +104,12 @@ def downstream(sae: SparseAutoencoder, target, probe, point, tokens: str, indice
                               0):
         if not len(batch.indices):
             continue
-        pixels = batch.pixels.to(target.device)
-        clean = _output_vectors(target.run(pixels, probe, batch.indices))
+        inputs = target.make_batch(batch.pixels.to(target.device), batch.indices, probe)
+        clean = _output_vectors(target.run(inputs))
         for name, fn in variants.items():
             handle = module.register_forward_hook(_replace_hook(point, tokens, fn))
             try:
-                out = _output_vectors(target.run(pixels, probe, batch.indices))
+                out = _output_vectors(target.run(inputs))
             finally:
                 handle.remove()
             cos[name] += F.cosine_similarity(out, clean, dim=1).tolist()
