@@ -10,9 +10,12 @@ For every unit of a layer with a spatial grid:
    probe set (the paper's dataset-wide IoU, not a mean of per-image IoUs);
 4. labels: the concepts by IoU, highest first (`top` of them), rank 0 = the NetDissect label.
 
-Two passes over the images, re-running the run's target: pass 1 builds a per-unit histogram for the
-quantile, pass 2 counts intersections. Memory is independent of the number of images: (units x bins)
-histogram counts and (units x concepts) intersection counts. The quantile comes from a histogram of
+Two passes over the images, re-running the run's target (describe/netdissect_passes.py: resumable,
+finished layers stored in the run and reused): pass 1 builds a per-unit histogram for the quantile,
+pass 2 counts each unit's active pixels per concept pattern (describe/netdissect_kernel.py: only
+maps that reach the threshold are upsampled, exact counts, chunks sized from `memory_budget`).
+Memory is independent of the number of images: (units x bins) histogram counts and a sparse
+(unit x concept pattern) count table. The quantile comes from a histogram of
 `bins` (2048) equal bins whose range doubles whenever a value falls outside it, with linear
 interpolation inside the bin: within one bin width (the unit's value range / 2048) of the exact one.
 
@@ -25,123 +28,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import UserError
+from .netdissect_kernel import DoublingHistogram, parse_memory  # noqa: F401 (DoublingHistogram: API)
 
-DEFAULTS = {"quantile": 0.005, "mask_size": None, "top": 5, "batch_size": 32, "bins": 2048}
-
-
-# -- pass 1: streaming per-unit quantile -------------------------------------------------------------
-class DoublingHistogram:
-    """Per-unit histogram of `bins` equal bins; a unit's range doubles (pairs of bins merge) until it
-    covers every value seen. `update((U, n) values)`, then `upper_quantile(q)` -> (U,) thresholds."""
-
-    def __init__(self, n_units: int, bins: int = 2048):
-        if bins < 2 or bins % 2:
-            raise ValueError("bins must be an even number >= 2")
-        self.n_units, self.bins = n_units, bins
-        self.counts = torch.zeros(n_units, bins, dtype=torch.float64)
-        self.lo = self.width = None
-
-    def update(self, x: torch.Tensor) -> None:
-        x = x.detach().to(torch.float64).reshape(self.n_units, -1)
-        if x.shape[1] == 0:
-            return
-        if not torch.isfinite(x).all():
-            raise UserError("non-finite activations (NaN/inf) in the layer: check the model weights "
-                            "and input normalisation")
-        xmin, xmax = x.min(1).values, x.max(1).values
-        if self.lo is None:
-            span = xmax - xmin
-            tiny = torch.clamp(xmax.abs() * 1e-6, min=1e-12)
-            self.lo = xmin.clone()
-            self.width = torch.where(span > 0, span * (1 + 1e-9), tiny) / self.bins
-        half = self.bins // 2
-        for _ in range(2100):  # float64 ranges cannot double more often than this
-            hi = self.lo + self.bins * self.width
-            down, up = xmin < self.lo, xmax >= hi
-            grow = down | up
-            if not grow.any():
-                break
-            pairs = self.counts.view(self.n_units, half, 2).sum(-1)
-            zeros = torch.zeros_like(pairs)
-            merged_up = torch.cat([pairs, zeros], 1)  # range [lo, lo + 2 B w)
-            merged_down = torch.cat([zeros, pairs], 1)  # range [lo - B w, lo + B w)
-            new = torch.where(down[:, None], merged_down, merged_up)
-            self.counts = torch.where(grow[:, None], new, self.counts)
-            self.lo = torch.where(down, self.lo - self.bins * self.width, self.lo)
-            self.width = torch.where(grow, self.width * 2, self.width)
-        idx = ((x - self.lo[:, None]) / self.width[:, None]).floor().clamp(0, self.bins - 1).long()
-        self.counts.scatter_add_(1, idx, torch.ones_like(x))
-
-    def upper_quantile(self, q: float) -> torch.Tensor:
-        """T such that a fraction `q` of each unit's values lie above T (linear within a bin)."""
-        if self.lo is None:
-            raise ValueError("no values seen")
-        total = self.counts.sum(1)
-        want = q * total  # values that should lie above T
-        above = self.counts.flip(1).cumsum(1).flip(1) - self.counts  # strictly higher bins
-        # the bin holding T: the highest bin whose count + everything above reaches `want`
-        reach = (above + self.counts) >= want[:, None]
-        j = (reach.long() * torch.arange(self.bins)).amax(1)
-        n_j = self.counts.gather(1, j[:, None])[:, 0]
-        a_j = above.gather(1, j[:, None])[:, 0]
-        frac = torch.where(n_j > 0, (want - a_j) / n_j.clamp(min=1), torch.zeros_like(n_j))
-        upper = self.lo + (j + 1).to(torch.float64) * self.width
-        return upper - frac.clamp(0, 1) * self.width
-
-
-# -- pass 2: IoU counts ------------------------------------------------------------------------------
-class IoUCounter:
-    """Sums |A_u & M_c|, |A_u| and |M_c| over images, for thresholded upsampled maps A and masks M."""
-
-    def __init__(self, thresholds: torch.Tensor, n_concepts: int, mask_size: int,
-                 max_elements: int = 1 << 24):
-        thr = thresholds.to(torch.float64)
-        # the largest float32 <= each threshold: for float32 x, x > t (float64) iff x > this, so the
-        # per-pixel compare runs in float32 with the same result
-        t32 = thr.to(torch.float32)
-        self.thr = torch.where(t32.to(torch.float64) > thr,
-                               torch.nextafter(t32, torch.tensor(-float("inf"))), t32)
-        n_units = len(thresholds)
-        self.mask_size, self.max_elements = mask_size, max_elements
-        self.inter = torch.zeros(n_units, n_concepts, dtype=torch.float64)
-        self.act = torch.zeros(n_units, dtype=torch.float64)
-        self.mask = torch.zeros(n_concepts, dtype=torch.float64)
-
-    def update(self, maps_BUhw: torch.Tensor, masks_BCMM: torch.Tensor) -> None:
-        b, n_units = maps_BUhw.shape[:2]
-        m = self.mask_size
-        masks = masks_BCMM.to(torch.float32).reshape(b, -1, m * m)
-        self.mask += masks.sum((0, 2)).to(torch.float64)
-        masks_P = masks.permute(1, 0, 2).reshape(masks.shape[1], b * m * m)  # (C, B*M*M)
-        step = max(1, self.max_elements // max(1, b * m * m))
-        for a in range(0, n_units, step):
-            part = maps_BUhw[:, a:a + step].float()
-            up = F.interpolate(part, size=(m, m), mode="bilinear", align_corners=False)
-            act = (up > self.thr[a:a + step].view(1, -1, 1, 1)).to(torch.float32)
-            act_P = act.permute(1, 0, 2, 3).reshape(act.shape[1], -1)  # (u, B*M*M)
-            self.act[a:a + step] += act_P.sum(1).to(torch.float64)
-            # counts per chunk are <= B*M*M, exact in float32 when below 2**24
-            self.inter[a:a + step] += (act_P @ masks_P.T).to(torch.float64)
-
-    def iou(self) -> torch.Tensor:
-        union = self.act[:, None] + self.mask[None, :] - self.inter
-        return torch.where(union > 0, self.inter / union.clamp(min=1), torch.zeros_like(union))
+DEFAULTS = {"quantile": 0.005, "mask_size": None, "top": 5, "batch_size": 32, "bins": 2048,
+            "memory_budget": None}
 
 
 # -- the labeler ---------------------------------------------------------------------------------------
-def _concept_masks(probe, indices, concept_ids: list[str], size: int) -> torch.Tensor:
-    pos = {c: i for i, c in enumerate(concept_ids)}
-    out = np.zeros((len(indices), len(concept_ids), size, size), np.float32)
-    for j, i in enumerate(indices):
-        for key, m in probe.masks(int(i), size).items():
-            if key in pos:
-                out[j, pos[key]] = m
-    return torch.from_numpy(out)
-
-
 def _check_probe(probe) -> None:
     if not (hasattr(probe, "masks") and (hasattr(probe, "scene") or hasattr(probe, "mask_concepts"))):
         raise UserError(f"netdissect needs concept masks, which the probe set "
@@ -165,7 +60,8 @@ def netdissect(run, write: bool = True, **options):
     (unit, method, rank, label, score=IoU, concept, category, threshold) and, with `write`, stores it
     as the run's "netdissect" labels. Options: layers (default: every recorded layer with a grid),
     quantile (0.005), mask_size (default min(probe size, 112)), top (5 labels per unit),
-    batch_size, bins (2048), target, probe, show_progress."""
+    batch_size, bins (2048), memory_budget (bytes or '2G'; default a quarter of RAM), target,
+    probe, show_progress."""
     from .. import run as rundir
 
     run = rundir.open_run(run) if not isinstance(run, rundir.Run) else run
@@ -175,8 +71,8 @@ def netdissect(run, write: bool = True, **options):
     return df
 
 
-OPTIONS = ("layers", "quantile", "mask_size", "top", "batch_size", "bins", "target", "probe",
-           "show_progress")
+OPTIONS = ("layers", "quantile", "mask_size", "top", "batch_size", "bins", "memory_budget", "target",
+           "probe", "show_progress")
 
 
 def describe_netdissect(run, **options):
@@ -192,14 +88,12 @@ def describe_netdissect(run, **options):
 
 
 def _netdissect(run, layers=None, quantile: float = 0.005, mask_size: int | None = None,
-                top: int = 5, batch_size: int = 32, bins: int = 2048, target=None, probe=None,
-                show_progress: bool = False):
+                top: int = 5, batch_size: int = 32, bins: int = 2048, memory_budget=None,
+                target=None, probe=None, show_progress: bool = False):
     import pandas as pd
 
     from ..atlas.exemplars import probe_for_run, target_for_run
-    from ..data import iter_batches
-    from ..recording.hooks import Capture
-    from ..recording.progress import Progress
+    from .netdissect_passes import dissect_counts
 
     if not 0 < quantile < 1:
         raise UserError(f"quantile must be between 0 and 1 (got {quantile}); the paper uses 0.005")
@@ -223,41 +117,16 @@ def _netdissect(run, layers=None, quantile: float = 0.005, mask_size: int | None
     indices = ok.loc[ok["status"] == "ok", "index"].to_numpy(np.int64)
     if len(indices) == 0:
         raise UserError(f"{run.path} recorded no images: nothing to dissect")
-    capture = Capture(target, points, reduce={
-        p.name: (lambda out, p=p: p.layout.spatial_map(p.layout.canonical(out)).float().cpu())
-        for p in points})
-    transform = target.preprocess.transform()
-
-    def batches(what: str):
-        bar = Progress(f"netdissect: {what}", len(indices), enabled=show_progress)
-        try:
-            for batch in iter_batches(probe, transform, indices, batch_size, num_workers=0):
-                if len(batch.indices):
-                    inputs = target.make_batch(batch.pixels.to(target.device), batch.indices, probe)
-                    yield batch.indices, capture.run(inputs)
-                bar.advance(len(batch.indices) + len(batch.failed))
-        finally:
-            bar.close()
-
-    hists = {p.name: DoublingHistogram(p.n_units, bins) for p in points}
-    with capture.attached():
-        for _, outs in batches("quantiles"):
-            for p in points:
-                maps = outs[p.name]
-                hists[p.name].update(maps.transpose(0, 1).reshape(p.n_units, -1))
-        thresholds = {n: h.upper_quantile(quantile) for n, h in hists.items()}
-        counters = {p.name: IoUCounter(thresholds[p.name], len(concept_ids), size) for p in points}
-        for idx, outs in batches("IoU"):
-            masks = _concept_masks(probe, idx, concept_ids, size)
-            for p in points:
-                counters[p.name].update(outs[p.name], masks)
+    budget = parse_memory(memory_budget)
+    counts = dissect_counts(run, points, probe, target, indices, concept_ids, size, quantile, bins,
+                            batch_size, budget, show_progress=show_progress)
 
     rows = []
     k = min(top, len(concept_ids))
     for p in points:
-        iou = counters[p.name].iou()
+        iou = counts[p.name].iou()
         order = torch.argsort(-iou, dim=1, stable=True)[:, :k]
-        thr = thresholds[p.name]
+        thr = counts[p.name].thresholds
         for u in range(p.n_units):
             for r, c in enumerate(order[u].tolist()):
                 cid, phrase, category = concepts[c]

@@ -12,6 +12,8 @@
     RUN/cache/chat.sqlite              chat/VLM response cache (keyed by model, prompt, image hashes)
     RUN/truth.parquet                  true labels of units that have them (synthetic units): unit,
                                        truth, kind, concepts; `Run.units` joins it
+    RUN/dissect/KEY/                   netdissect's thresholds and (unit, concept pattern) counts per
+                                       layer, reused by later netdissect / compositional runs
     RUN/evaluation/NAME.parquet        evaluation tables (ground_truth, simulation, agreement, detection, summary)
     RUN/partials/SHARD/checkpoint.npz  a shard's accumulators + progress, replaced atomically
     RUN/partials/SHARD/digests.bin     (index int64, blake2b-16) per decoded image, append-only
@@ -26,3 +28,4 @@ from .storage import _atomic_write, _short  # noqa: F401
 from .labels import *  # noqa: F401,F403
 from .reader import *  # noqa: F401,F403
 from .second_order_store import *  # noqa: F401,F403
+from .dissect_store import *  # noqa: F401,F403

@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import neuronatlas as na
-from neuronatlas.describe.netdissect import DoublingHistogram, IoUCounter, netdissect
+from neuronatlas.describe.netdissect import DoublingHistogram, netdissect
+from neuronatlas.describe.netdissect_kernel import (ActiveCounter, ConceptPatterns, concept_counts,
+                                                   iou_table)
 from neuronatlas.errors import UserError
 
 
@@ -70,10 +72,13 @@ def test_iou_equals_brute_force_on_a_tiny_case():
     maps = rng.normal(size=(n, units, grid, grid)).astype(np.float32)
     masks = rng.random((n, concepts, m, m)) < 0.3
     thr = np.array([0.5, 1.0, -0.2])
-    counter = IoUCounter(torch.from_numpy(thr), concepts, m, max_elements=2 * m * m)  # unit chunks
+    # a budget of two upsampled maps per chunk
+    counter = ActiveCounter(torch.from_numpy(thr), m, memory_budget=16 * ActiveCounter.BYTES_PER_PIXEL * m * m)
+    assert counter.chunk == 2
+    patterns = ConceptPatterns(concepts)
     for part in (slice(0, 1), slice(1, n)):  # two batches
-        counter.update(torch.from_numpy(maps[part]), torch.from_numpy(masks[part]))
-    iou = counter.iou().numpy()
+        counter.update(torch.from_numpy(maps[part]), patterns.ids(torch.from_numpy(masks[part])))
+    iou = iou_table(*concept_counts(*counter.table(), patterns.bits(), patterns.counts, units)).numpy()
     for u in range(units):
         for c in range(concepts):
             inter = union = 0
