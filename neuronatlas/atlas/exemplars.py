@@ -14,12 +14,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..data import open_probe
-from ..data.probe import ProbeSet
 from ..errors import UserError
 from ..models.target import Target
 from ..recording.hooks import Capture
 from ..recording.pooling import pool
+from ..recording.replay import probe_for_run, target_for_run  # noqa: F401  (also re-exported)
 from ..run import Run, open_run
 
 
@@ -32,33 +31,6 @@ class Exemplar:
     recomputed: float  # pooled activation of this re-run (should equal `value`)
     image: Image.Image  # the exact pixels the model saw (resize + crop, no normalisation)
     heatmap: np.ndarray | None  # (size, size) unit map upsampled bilinearly; None for vector layers
-
-
-def target_for_run(run: Run, target: Target | None = None) -> Target:
-    """The run's model, rebuilt from run.json (random weights with the recorded seed)."""
-    if target is not None:
-        return target
-    from ..models import load_target
-
-    key = run.meta["key"]["model"]
-    if key["spec"].startswith("hf:<"):
-        raise UserError(f"{run.path} was recorded from an in-memory model: pass target= from Python")
-    if key["weights"] == "random":
-        torch.manual_seed(key["seed"] or 0)
-        return load_target(key["spec"], random_weights=True)
-    weights = key["weights"] if Path(str(key["weights"])).exists() else None
-    return load_target(key["spec"], weights=weights)
-
-
-def probe_for_run(run: Run, probe=None) -> ProbeSet:
-    """The run's probe set, reopened and checked against the recorded fingerprint."""
-    probe = open_probe(probe if probe is not None else run.meta["probe"]["spec"])
-    want = run.meta["key"]["probe"]["fingerprint"]
-    if probe.fingerprint() != want:
-        raise UserError(f"the probe set {probe.spec} has changed since {run.path} was recorded "
-                        f"(fingerprint {probe.fingerprint()} vs {want}); re-record the run or pass "
-                        f"the original data")
-    return probe
 
 
 def exemplars(run: Run | str, unit: str, which: str = "top", k: int | None = None,

@@ -92,7 +92,7 @@ class TileRenderer:
     # -- rendering --------------------------------------------------------------------------------
     def _model(self):
         if self._target is None or self._probe is None:
-            from .exemplars import probe_for_run, target_for_run
+            from ..recording.replay import probe_for_run, target_for_run
 
             try:
                 self._target = target_for_run(self.run, self._target)

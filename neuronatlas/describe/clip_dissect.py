@@ -348,7 +348,7 @@ def describe_clip_dissect(run, layers=None, scorer=None, concepts=None,
     Returns (labels table, config)."""
     import pandas as pd
 
-    from ..atlas.exemplars import probe_for_run
+    from ..recording.replay import probe_for_run
     from ..backends.scorer import DEFAULT_SCORER, ImageTextScorer, load_scorer
     from ..concepts import load_concepts
     from ..recording.progress import Progress
@@ -450,7 +450,7 @@ def check_vocabulary(scorer, concept_set) -> int:
 def _layers_with_acts(run, layers) -> list[str]:
     recorded = list(run.layers)
     if layers is None:
-        with_acts = [l for l in recorded if (run.path / "layers" / l / "acts.npy").exists()]
+        with_acts = [l for l in recorded if run.has_acts(l)]
         if not with_acts:
             raise UserError(f"{run.path} has no pooled activation matrix (acts): CLIP-Dissect needs "
                             f"one; re-record with --save-acts (Python: save_acts=True)")

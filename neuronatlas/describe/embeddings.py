@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import run as rundir
 from ..backends.scorer import ImageTextScorer
 
 
@@ -60,7 +61,7 @@ def _save(path: Path, arr: np.ndarray) -> None:
 
 
 def cache_dir(run) -> Path:
-    return Path(run.path) / "cache" / "embeddings"
+    return rundir.cache_dir(run.path, "embeddings")
 
 
 def image_embeddings(run, scorer: ImageTextScorer, probe, indices: np.ndarray, key: dict,

@@ -92,7 +92,7 @@ def _netdissect(run, layers=None, quantile: float = 0.005, mask_size: int | None
                 target=None, probe=None, show_progress: bool = False):
     import pandas as pd
 
-    from ..atlas.exemplars import probe_for_run, target_for_run
+    from ..recording.replay import probe_for_run, target_for_run
     from .netdissect_passes import dissect_counts
 
     if not 0 < quantile < 1:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import run as rundir
 from ..errors import UserError
 
 METHODS = ("omp", "lasso")
@@ -259,7 +260,7 @@ def text_dictionary(scorer, concepts=None, center: bool = True, cache_dir: str |
 
     cs = load_concepts(concepts or default_text_set(scorer))
     root = Path(cache_dir) if cache_dir else _default_cache_root()
-    path = root / "cache" / "embeddings" / f"texts-{_key(scorer_key(scorer), cs.hash)}.npy"
+    path = rundir.cache_dir(root, "embeddings") / f"texts-{_key(scorer_key(scorer), cs.hash)}.npy"
     emb = _load(path, len(cs))
     if emb is None:
         texts, chunk = list(cs.texts), 512

@@ -97,7 +97,7 @@ def describe_vlm(run, vlm=None, llm=None, mode: str = "captions", k: int = 8, he
     """Label units with a VLM (see the module docstring). vlm / llm: chat client specs
     (openai:MODEL@URL, hf-vlm:PATH, zoo:world-llava) or ChatClient instances. cache: True (the
     run's cache), a path, or None. Returns (labels table, config)."""
-    from ..atlas.exemplars import probe_for_run, target_for_run
+    from ..recording.replay import probe_for_run, target_for_run
     from ..recording.progress import Progress
     from ..run import LabelProgress, chat_cache_path
 

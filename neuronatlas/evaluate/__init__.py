@@ -50,7 +50,7 @@ def _scorer(scorer):
 
 def _has_acts(run, labels) -> bool:
     layers = {run.parse_unit(u)[0] for u in labels["unit"].unique()}
-    return all((run.path / "layers" / layer / "acts.npy").exists() for layer in layers)
+    return all(run.has_acts(layer) for layer in layers)
 
 
 def evaluate(run, methods=None, truth=None, embedder="zoo:minilm", scorer=None,

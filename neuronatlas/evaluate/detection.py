@@ -133,7 +133,7 @@ def detection_table(run, labels, judge, n_pos: int | None = None, n_neg: int | N
     per unit (default: every recorded top image after `skip`); n_neg: negatives (default n_pos)."""
     import pandas as pd
 
-    from ..atlas.exemplars import probe_for_run
+    from ..recording.replay import probe_for_run
     from .labeler_agreement import top1
     from .simulation import heldout_mask
 

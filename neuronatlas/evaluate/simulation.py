@@ -50,7 +50,7 @@ def simulation_table(run, scorer, labels, holdout: float = 0.5, seed: int = 0, p
     import pandas as pd
     import torch
 
-    from ..atlas.exemplars import probe_for_run
+    from ..recording.replay import probe_for_run
     from .labeler_agreement import top1
 
     first = top1(labels)

@@ -37,7 +37,7 @@ def decompose(
 ):
     """Decompose every neuron's second-order PC into texts; store them as `second-order` labels."""
     from ..describe.second_order import label_neurons
-    from ..run import write_labels
+    from ..run import labels_path, write_labels
 
     df, config = label_neurons(run, _layers(layers), concepts, solver, terms, alpha, center)
     df.insert(1, "method", "second-order")
@@ -48,7 +48,7 @@ def decompose(
     per = df.groupby("unit")[["cosine", "relative_residual"]].first()
     typer.echo(f"decomposed {len(per)} neurons over {config['n_atoms']} texts ({solver}, {terms} "
                f"terms): mean reconstruction cosine {per['cosine'].mean():.3f}, mean relative "
-               f"residual {per['relative_residual'].mean():.3f}; labels in {run}/labels/second-order.parquet")
+               f"residual {per['relative_residual'].mean():.3f}; labels in {labels_path(run, 'second-order')}")
 
 
 def segment(

@@ -88,7 +88,7 @@ def ablate(
     for r in df.itertuples():
         typer.echo(f"{r.condition:18s} {r.accuracy:.4f}")
     typer.echo(f"zero-shot {task} on {int(df['n'].iloc[0])} images; table in "
-               f"{Path(run) / 'evaluation' / 'second_order_ablations.parquet'}")
+               f"{rundir.evaluation_path(run, 'second_order_ablations')}")
 
 
 from .apps_cli import register as _register_apps  # noqa: E402  decompose, segment, adversarial, discover

@@ -76,12 +76,17 @@ class LabelProgress:
         if self.path.exists():
             self.path.unlink()
 
+def labels_path(run: Path, method: str) -> Path:
+    """RUN/labels/METHOD.parquet."""
+    return Path(run) / "labels" / f"{method}.parquet"
+
+
 def read_labels(run: Path, method: str):
     """One method's labels table from RUN/labels/METHOD.parquet (any run directory, recorded or
     lens-only), or None when that method has not labelled it."""
     import pandas as pd
 
-    path = Path(run) / "labels" / f"{method}.parquet"
+    path = labels_path(run, method)
     return pd.read_parquet(path) if path.exists() else None
 
 
@@ -102,11 +107,16 @@ def write_truth(run: Path, df) -> None:
     write_table(run, "truth", df)
 
 
+def evaluation_path(run: Path, name: str) -> Path:
+    """RUN/evaluation/NAME.parquet."""
+    return Path(run) / "evaluation" / f"{name}.parquet"
+
+
 def read_evaluation(run: Path, name: str):
     """RUN/evaluation/NAME.parquet as a DataFrame, or None when there is none (any run directory)."""
     import pandas as pd
 
-    path = Path(run) / "evaluation" / f"{name}.parquet"
+    path = evaluation_path(run, name)
     return pd.read_parquet(path) if path.exists() else None
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import UserError, near_matches
 from .labels import LABEL_COLUMNS
-from .storage import layer_dir, read_meta
+from .storage import acts_path, cache_dir, layer_dir, read_meta
 
 
 # -- the finished run ----------------------------------------------------------------------------
@@ -81,6 +81,14 @@ class Run:
                 raise UserError(f"{path} is missing: the run is damaged, re-record it")
             self._arrays[key] = np.load(path, mmap_mode="r")
         return self._arrays[key]
+
+    def has_acts(self, layer: str) -> bool:
+        """Whether the run holds the pooled activation matrix of `layer` (recorded with --save-acts)."""
+        return acts_path(self.path, layer).exists()
+
+    def cache_dir(self, kind: str) -> Path:
+        """RUN/cache/KIND/ (embeddings, ...): derived caches, safe to delete."""
+        return cache_dir(self.path, kind)
 
     def acts(self, layer: str) -> np.ndarray:
         """Pooled activations (n_images, n_units) float32, memory-mapped; NaN for skipped images."""

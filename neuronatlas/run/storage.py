@@ -56,8 +56,24 @@ def layer_dir(run: Path, layer: str) -> Path:
     return Path(run) / "layers" / layer
 
 
+def acts_path(run: Path, layer: str) -> Path:
+    """RUN/layers/LAYER/acts.npy: the pooled (images x units) matrix, when recorded."""
+    return layer_dir(run, layer) / "acts.npy"
+
+
+def cache_dir(run: Path, kind: str) -> Path:
+    """RUN/cache/KIND/: derived caches of one kind (embeddings, ...), safe to delete."""
+    return Path(run) / "cache" / kind
+
+
 def partial_dir(run: Path, shard: int, n_shards: int) -> Path:
+    """ROOT/partials/shard-IIIII-of-NNNNN/ (ROOT: the run, or a lens result's directory)."""
     return Path(run) / "partials" / f"shard-{shard:05d}-of-{n_shards:05d}"
+
+
+def is_run(path: Path) -> bool:
+    """Whether `path` holds a recording (its run.json), finished or not."""
+    return (Path(path) / "run.json").exists()
 
 
 # -- identity: never mix two recordings in one directory ------------------------------------------
@@ -89,6 +105,10 @@ def refuse_other_identity(old: dict, meta: dict, holder: str, fix: str) -> None:
 def _short(v) -> str:
     s = json.dumps(v, sort_keys=True)
     return s if len(s) <= 80 else s[:77] + "..."
+
+
+def write_meta(run: Path, meta: dict) -> None:
+    write_json(Path(run) / "run.json", meta)
 
 
 def read_meta(run: Path) -> dict:
@@ -188,7 +208,7 @@ def write_layer_arrays(run: Path, layer: str, arrays: dict[str, np.ndarray]) -> 
 # the shards' rows it came from are deleted only once run.json says complete: a merge killed at any
 # step leaves its inputs intact, and the next merge finds each final file either whole or absent.
 def final_acts_path(run: Path, layer: str) -> Path:
-    return layer_dir(run, layer) / "acts.npy"
+    return acts_path(run, layer)
 
 
 def _acts_tmp(run: Path, layer: str) -> Path:
@@ -230,6 +250,14 @@ def link_final_acts(run: Path, layer: str, source: Path) -> None:
     commit_final_acts(run, layer)
 
 
+def fresh_row_writer(path: Path, n_rows: int, n_units: int) -> "RowWriter":
+    """A RowWriter on a new file at `path` (an older file there is replaced)."""
+    path = Path(path)
+    if path.exists():
+        path.unlink()
+    return RowWriter(path, n_rows, n_units)
+
+
 def partial_acts_path(pdir: Path, layer: str) -> Path:
     return Path(pdir) / "acts" / f"{layer}.npy"
 
@@ -239,6 +267,52 @@ def remove_partial_acts(run: Path) -> None:
     complete; the checkpoints and digest logs stay (they are small)."""
     for path in sorted(Path(run).glob("partials/shard-*/acts/*.npy")):
         path.unlink(missing_ok=True)
+
+
+class ShardFiles:
+    """One shard's working files, ROOT/partials/shard-IIIII-of-NNNNN/ (ROOT: a run directory for
+    `record`, RUN/lens/second-order/LAYER for the lens): the checkpoint (accumulator states +
+    progress), the digest log of decoded images, and the per-image rows in shard order (acts/NAME.npy).
+    The shard loop (recording/loop.py) reads and writes a shard only through this class."""
+
+    def __init__(self, root: Path | str, shard: int, n_shards: int):
+        self.root, self.shard, self.n_shards = Path(root), shard, n_shards
+        self.dir = partial_dir(root, shard, n_shards)
+
+    def __repr__(self) -> str:
+        return f"ShardFiles({str(self.dir)!r})"
+
+    def create(self) -> None:
+        with disk_errors(self.dir):
+            self.dir.mkdir(parents=True, exist_ok=True)
+
+    def load_checkpoint(self) -> tuple[dict[str, dict], dict] | None:
+        return load_checkpoint(self.dir)
+
+    def save_checkpoint(self, states: dict[str, dict], progress: dict) -> None:
+        save_checkpoint(self.dir, states, progress)
+
+    def open_digests(self, n_keep: int):
+        return open_digests(self.dir, n_keep)
+
+    def read_digests(self) -> np.ndarray:
+        return read_digests(self.dir)
+
+    def rows_path(self, name: str) -> Path:
+        return partial_acts_path(self.dir, name)
+
+    def rows_writer(self, name: str, n_rows: int, width: int) -> "RowWriter":
+        return RowWriter(self.rows_path(name), n_rows, width)
+
+
+def has_table(run: Path, name: str) -> bool:
+    return (Path(run) / f"{name}.parquet").exists()
+
+
+def read_table(run: Path, name: str):
+    import pandas as pd
+
+    return pd.read_parquet(Path(run) / f"{name}.parquet")
 
 
 def write_table(run: Path, name: str, df) -> None:

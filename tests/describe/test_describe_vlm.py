@@ -126,7 +126,7 @@ def test_grid_mode_with_heatmaps(run, server, tmp_path):
 
 
 def test_heatmap_tiles_differ_from_plain(run):
-    from neuronatlas.atlas.exemplars import probe_for_run
+    from neuronatlas.recording.replay import probe_for_run
     from neuronatlas.describe.vlm_images import unit_tiles
 
     probe = probe_for_run(run)

@@ -47,7 +47,7 @@ def test_parse_judgement():
 
 def test_detection_table_equals_a_brute_force_computation(run):
     """ColorScorer (image = mean RGB, label = an RGB direction): recompute the AUROC by hand."""
-    from neuronatlas.atlas.exemplars import probe_for_run
+    from neuronatlas.recording.replay import probe_for_run
     from neuronatlas.evaluate.simulation import heldout_mask
 
     scorer = ColorScorer()

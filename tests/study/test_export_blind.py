@@ -123,7 +123,7 @@ def test_tiles_are_exactly_the_mapped_images_and_values_align(exports, study_run
     """Every pixel of a plain grid is a mapped probe image (so no text is rendered), tile t is
     image t of the mapping (the reference's titles drifted from their images), and the mapped
     values are the recorded activations of those images."""
-    from neuronatlas.atlas.exemplars import probe_for_run, target_for_run
+    from neuronatlas.recording.replay import probe_for_run, target_for_run
 
     doc = exports["A"]
     target = target_for_run(study_run)
@@ -151,7 +151,7 @@ def test_heatmap_grids_are_the_images_plus_a_colormap_only(exports, study_run):
     residual lies on the inferno curve, so nothing else (no text, no marks) was drawn."""
     from matplotlib import colormaps
 
-    from neuronatlas.atlas.exemplars import probe_for_run, target_for_run
+    from neuronatlas.recording.replay import probe_for_run, target_for_run
 
     alpha = 0.45
     lut = colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255.0
