@@ -21,6 +21,7 @@ import torch
 from .. import run as rundir
 from ..errors import UserError
 from .rank1 import first_components
+from ..recording.top_rows import TopRows
 from .effects import SCALES, SecondOrderLens
 from .vit import ClipViT
 
@@ -113,7 +114,7 @@ def lens_for(result: rundir.SecondOrderResult, device=None):
 
 def _check_recorded_model(out, target) -> None:
     """Effects stored next to a recording must come from the recording's model (same unit ids)."""
-    if not (Path(out) / "run.json").exists():
+    if not rundir.is_run(out):
         return
     model = rundir.read_meta(out)["key"]["model"]
     if model.get("spec") != target.spec or model.get("weights") != target.weights:
@@ -243,30 +244,3 @@ def _pass_statistics(lens, store, n_images: int, n_ok: int, cfg, show_progress) 
         "threshold": threshold.astype(np.float64), "explained_variance": explained.double().numpy(),
         "mean_effect_norm": mean_effect.norm(dim=-1).numpy(),
         "top_norm": top_norms[:, 0].astype(np.float64)}))
-
-
-class TopRows:
-    """Running top-k per neuron of (value, image index) with a payload row, highest first; ties go to
-    the lower image index, NaN values never enter. Exact for any block order or size."""
-
-    def __init__(self, n: int, k: int, width: int):
-        self.values = np.full((n, k), -np.inf)
-        self.index = np.full((n, k), -1, np.int64)
-        self.rows = np.zeros((n, k, width))
-        self.k = k
-
-    def update(self, values_BN: np.ndarray, index_B: np.ndarray, rows_BNK: np.ndarray) -> None:
-        v = np.where(np.isnan(values_BN), -np.inf, values_BN).T  # (N, B)
-        idx = np.broadcast_to(index_B[None, :], v.shape)
-        allv = np.concatenate([self.values, v], 1)
-        alli = np.concatenate([self.index, np.where(np.isinf(v), -1, idx)], 1)
-        allr = np.concatenate([self.rows, np.nan_to_num(rows_BNK.transpose(1, 0, 2))], 1)
-        # sort by value desc, then index asc; empty slots (index -1, -inf) last
-        order = np.lexsort((np.where(alli < 0, np.iinfo(np.int64).max, alli), -allv), axis=-1)
-        order = order[:, :self.k]
-        self.values = np.take_along_axis(allv, order, 1)
-        self.index = np.take_along_axis(alli, order, 1)
-        self.rows = np.take_along_axis(allr, order[..., None], 1)
-
-    def result(self):
-        return self.values, self.index, self.rows

@@ -72,7 +72,7 @@ def finalize(out: str | Path, require: bool = False):
     units = []
     for layer in layers:
         acc = merged[layer]
-        rundir.write_layer_arrays(out, layer, {**acc.extremes.state(), "hist": acc.stats.hist.numpy()})
+        rundir.write_layer_arrays(out, layer, {**acc.extremes.state(), **acc.histogram.state()})
         fault_point("merge.layer_arrays")
         units.append(_unit_rows(layer, acc))
         if meta["key"]["save_acts"] and not rundir.final_acts_path(out, layer).exists():
@@ -92,7 +92,7 @@ def finalize(out: str | Path, require: bool = False):
     meta["summary"] = {"n_images": n_images, "n_ok": int(counts.get("ok", 0)),
                        "n_unreadable": int(counts.get("unreadable", 0)),
                        "n_duplicate": int(counts.get("duplicate", 0))}
-    rundir.write_json(out / "run.json", meta)
+    rundir.write_meta(out, meta)
     fault_point("merge.complete")
     rundir.remove_partial_acts(out)
     return rundir.open_run(out)
@@ -103,7 +103,7 @@ def _unit_rows(layer: str, acc: LayerAccumulator):
 
     st = acc.stats
     n = acc.n_units
-    q = st.quantiles(list(QUANTILES))
+    q = acc.quantiles(list(QUANTILES))
     count = max(st.count, 1)
     return pd.DataFrame({
         "unit": [f"{layer}:{i}" for i in range(n)], "layer": layer, "index": np.arange(n),
@@ -117,7 +117,7 @@ def _unit_rows(layer: str, acc: LayerAccumulator):
 def _image_table(out: Path, progress: list[dict], n_shards: int):
     import pandas as pd
 
-    images = pd.read_parquet(out / "images.parquet")
+    images = rundir.read_table(out, "images")
     n = len(images)
     status = np.full(n, "pending", dtype=object)
     reason = np.full(n, None, dtype=object)

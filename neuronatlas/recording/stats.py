@@ -1,4 +1,4 @@
-"""Per-unit running statistics and a histogram sketch, both mergeable.
+"""Per-unit running statistics and a histogram sketch, both accumulators (recording/accumulator.py).
 
 - count, mean, M2 (Chan et al.'s parallel update, float64): mean and std of any split merge to the
   single-pass values up to float64 rounding.
@@ -32,6 +32,8 @@ def _bin_of(values: torch.Tensor) -> torch.Tensor:
 
 
 class RunningStats:
+    """count, mean, M2 (float64), min, max and the number of positive values per unit."""
+
     def __init__(self, n_units: int, device="cpu"):
         self.count = 0
         self.mean = torch.zeros(n_units, dtype=torch.float64, device=device)
@@ -39,9 +41,9 @@ class RunningStats:
         self.min = torch.full((n_units,), float("inf"), device=device)
         self.max = torch.full((n_units,), float("-inf"), device=device)
         self.n_positive = torch.zeros(n_units, dtype=torch.int64, device=device)
-        self.hist = torch.zeros((n_units, HIST_BINS), dtype=torch.int64, device=device)
 
-    def update(self, values_BU: torch.Tensor) -> None:
+    def update(self, values_BU: torch.Tensor, index_B=None) -> None:
+        """Add a batch (B, U); the probe indices are not needed (the summary is order-free)."""
         n = values_BU.shape[0]
         if n == 0:
             return
@@ -52,9 +54,6 @@ class RunningStats:
         self.min = torch.minimum(self.min, values_BU.amin(0).float())
         self.max = torch.maximum(self.max, values_BU.amax(0).float())
         self.n_positive += (values_BU > 0).sum(0)
-        n_units = values_BU.shape[1]
-        flat = (_bin_of(values_BU) + torch.arange(n_units, device=v.device) * HIST_BINS).reshape(-1)
-        self.hist.view(-1).index_add_(0, flat, torch.ones_like(flat))
 
     def _combine(self, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
         n_a = self.count
@@ -71,15 +70,46 @@ class RunningStats:
         self.min = torch.minimum(self.min, other.min.to(self.min.device))
         self.max = torch.maximum(self.max, other.max.to(self.max.device))
         self.n_positive += other.n_positive.to(self.n_positive.device)
-        self.hist += other.hist.to(self.hist.device)
 
     @property
     def std(self) -> torch.Tensor:
         """Population standard deviation."""
         return (self.m2 / max(self.count, 1)).sqrt()
 
-    def quantiles(self, qs: list[float]) -> np.ndarray:
-        """Approximate quantiles (n_units, len(qs)) from the histogram, clipped to [min, max]."""
+    def state(self) -> dict[str, np.ndarray]:
+        return {"count": np.array(self.count, dtype=np.int64), "mean": self.mean.cpu().numpy(),
+                "m2": self.m2.cpu().numpy(), "min": self.min.cpu().numpy(),
+                "max": self.max.cpu().numpy(), "n_positive": self.n_positive.cpu().numpy()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray], device="cpu") -> "RunningStats":
+        st = cls(len(state["mean"]), device)
+        st.count = int(state["count"])
+        for name in ("mean", "m2", "min", "max", "n_positive"):
+            setattr(st, name, torch.as_tensor(state[name]).to(device))
+        return st
+
+
+class Histogram:
+    """Counts of values per unit in the HIST_BINS fixed bins of `hist_edges()` (exact merges)."""
+
+    def __init__(self, n_units: int, device="cpu"):
+        self.hist = torch.zeros((n_units, HIST_BINS), dtype=torch.int64, device=device)
+
+    def update(self, values_BU: torch.Tensor, index_B=None) -> None:
+        if values_BU.shape[0] == 0:
+            return
+        n_units = values_BU.shape[1]
+        offsets = torch.arange(n_units, device=values_BU.device) * HIST_BINS
+        flat = (_bin_of(values_BU) + offsets).reshape(-1).to(self.hist.device)
+        self.hist.view(-1).index_add_(0, flat, torch.ones_like(flat))
+
+    def merge(self, other: "Histogram") -> None:
+        self.hist += other.hist.to(self.hist.device)
+
+    def quantiles(self, qs: list[float], lo=None, hi=None) -> np.ndarray:
+        """Approximate quantiles (n_units, len(qs)) from the histogram, clipped to [lo, hi] (the
+        units' min and max, from RunningStats) when given."""
         hist = self.hist.cpu().numpy().astype(np.float64)
         edges = hist_edges()
         cum = np.cumsum(hist, axis=1)
@@ -92,19 +122,19 @@ class RunningStats:
             inside = hist[np.arange(len(b)), b]
             frac = np.where(inside > 0, (target[:, 0] - below) / np.maximum(inside, 1), 0.5)
             out[:, j] = edges[b] + frac * (edges[b + 1] - edges[b])
-        lo, hi = self.min.cpu().numpy()[:, None], self.max.cpu().numpy()[:, None]
-        return np.clip(out, lo, hi)
+        if lo is None or hi is None:
+            return out
+        return np.clip(out, _numpy(lo)[:, None], _numpy(hi)[:, None])
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"count": np.array(self.count, dtype=np.int64), "mean": self.mean.cpu().numpy(),
-                "m2": self.m2.cpu().numpy(), "min": self.min.cpu().numpy(),
-                "max": self.max.cpu().numpy(), "n_positive": self.n_positive.cpu().numpy(),
-                "hist": self.hist.cpu().numpy()}
+        return {"hist": self.hist.cpu().numpy()}
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], device="cpu") -> "RunningStats":
-        st = cls(len(state["mean"]), device)
-        st.count = int(state["count"])
-        for name in ("mean", "m2", "min", "max", "n_positive", "hist"):
-            setattr(st, name, torch.as_tensor(state[name]).to(device))
-        return st
+    def from_state(cls, state: dict[str, np.ndarray], device="cpu") -> "Histogram":
+        h = cls(state["hist"].shape[0], device)
+        h.hist = torch.as_tensor(state["hist"]).to(device)
+        return h
+
+
+def _numpy(x) -> np.ndarray:
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

@@ -9,7 +9,7 @@ from PIL import Image
 from neuronatlas.errors import UserError
 from neuronatlas.lens import (SecondOrderConfig, SecondOrderLens, compute_second_order, load_lens,
                               open_second_order)
-from neuronatlas.lens.compute import TopRows
+from neuronatlas.recording.top_rows import TopRows
 
 DATA = "world:n=48,size=32,seed=5"
 CFG = SecondOrderConfig(layer="1", top_k=8, batch_size=8, num_workers=0, checkpoint_every=1)

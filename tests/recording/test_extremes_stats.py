@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from neuronatlas.recording.accumulator import LayerAccumulator
 from neuronatlas.recording.extremes import Extremes
-from neuronatlas.recording.stats import HIST_BINS, RunningStats, hist_edges
+from neuronatlas.recording.stats import HIST_BINS, Histogram, hist_edges
 
 
 def brute_extremes(values_NU, k):
@@ -70,13 +70,13 @@ def test_sharded_merge_equals_single_pass_and_brute_force(values, k, batch, n_sh
         np.testing.assert_array_equal(s.min.numpy(), values.min(0))
         np.testing.assert_array_equal(s.max.numpy(), values.max(0))
         np.testing.assert_array_equal(s.n_positive.numpy(), (values > 0).sum(0))
-    np.testing.assert_array_equal(single.stats.hist.numpy(), merged.stats.hist.numpy())
+    np.testing.assert_array_equal(single.histogram.hist.numpy(), merged.histogram.hist.numpy())
 
 
 def test_histogram_counts_match_numpy_histogram():
     rng = np.random.default_rng(0)
     values = (rng.standard_normal((500, 3)) * np.array([0.01, 1.0, 100.0])).astype(np.float32)
-    st_ = RunningStats(3)
+    st_ = Histogram(3)
     st_.update(torch.as_tensor(values))
     edges = hist_edges()
     for j in range(3):
@@ -85,7 +85,7 @@ def test_histogram_counts_match_numpy_histogram():
         # np.histogram's last bin is closed; both ends also absorb out-of-range values
         assert got.sum() == 500
         np.testing.assert_allclose(got, expected, atol=2)  # float rounding at exact edges only
-    q = st_.quantiles([0.5])[:, 0]
+    q = st_.quantiles([0.5], values.min(0), values.max(0))[:, 0]
     np.testing.assert_allclose(q, np.median(values, 0), rtol=0.15, atol=2e-3)
     assert st_.hist.shape == (3, HIST_BINS)
 
