@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..errors import UserError
 from .target import Target
 
 FAMILIES: dict[str, "ModelFamily"] = {}  # every registered family by name (and alias)
@@ -67,6 +68,33 @@ class ModelFamily:
     def build(self, spec, how: BuildOptions) -> Target:
         """The Target of a parsed spec (eval mode, on the CPU)."""
         raise NotImplementedError
+
+
+PROMPT_MARK = "?prompt="
+
+
+def split_prompt(rest: str, family: str) -> tuple[str, str | None]:
+    """'world-llava?prompt=what colour is it?' -> ('world-llava', 'what colour is it?'). The grammar
+    of a VLM prompt in the families that build VLMs (zoo, hf): everything after the first
+    `?prompt=` is the prompt, as typed (quote it in the shell)."""
+    head, mark, prompt = rest.partition(PROMPT_MARK)
+    if not mark:
+        return rest, None
+    if not prompt.strip():
+        raise UserError(f"empty prompt in '{family}:{rest}': write the text after ?prompt=, e.g. "
+                        f"zoo:world-llava?prompt=what colour is the circle?")
+    return head, prompt
+
+
+def with_prompt(target: Target, prompt: str | None) -> Target:
+    """The VLM `target` recorded with `prompt` (through its language model), or `target` itself when
+    there is no prompt; a prompt for a model that takes images only is a UserError."""
+    if prompt is None:
+        return target
+    if target.prompted is None:
+        raise UserError(f"{target.spec} takes images only, so it has no use for ?prompt=: a prompt "
+                        f"needs a VLM (zoo:world-llava, or an hf: LLaVA checkpoint with its tokenizer)")
+    return target.prompted(prompt)
 
 
 def model_family(cls: type[ModelFamily]) -> type[ModelFamily]:

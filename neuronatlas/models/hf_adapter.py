@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .family import BuildOptions, ModelFamily, model_family
+from .family import BuildOptions, ModelFamily, model_family, split_prompt, with_prompt
 from .inputs import ImageTextBatch
 from .layout import TokenInfo
 from .weights import cached_then_online, hf_cache_dir, hf_endpoint, hub_offline, reachable
@@ -35,21 +35,25 @@ _KNOWN_DEFAULTS = {
 class HFSpec:
     source: str
     """A hub id (`ORG/NAME`) or a local checkpoint directory."""
+    prompt: str | None = None
+    """For a LLaVA checkpoint (`hf:DIR?prompt=...`): the text every image is recorded with."""
 
 
 @model_family
 class HF(ModelFamily):
     name = "hf"
-    grammar = "hf:ORG/NAME or hf:/local/dir"
+    grammar = "hf:ORG/NAME or hf:/local/dir [?prompt=TEXT]"
     example = "hf:openai/clip-vit-base-patch32"
 
     def parse(self, rest: str) -> HFSpec:
+        rest, prompt = split_prompt(rest, self.name)
         if not rest:
             raise UserError(f"bad transformers spec 'hf:': use {self.grammar}, e.g. {self.example}")
-        return HFSpec(rest)
+        return HFSpec(rest, prompt)
 
     def build(self, spec: HFSpec, how: BuildOptions) -> Target:
-        return build(how.spec, spec.source, how.weights, how.random_weights, how.device)
+        target = build(how.spec, spec.source, how.weights, how.random_weights, how.device)
+        return with_prompt(target, spec.prompt)
 
 
 def build(spec: str, rest: str, weights: str | None = None, random_weights: bool = False,
@@ -78,8 +82,49 @@ def build(spec: str, rest: str, weights: str | None = None, random_weights: bool
             return cls.from_pretrained(source, config=config, dtype=dtype)
         model = load_model() if local else cached_then_online(spec, load_model, looked, hf_endpoint())
         origin = source if local else f"hf:{source}"
-    return target_from_hf_model(model, _preprocess_from_checkpoint(source, local), spec=spec,
-                                weights=origin)
+    target = target_from_hf_model(model, _preprocess_from_checkpoint(source, local), spec=spec,
+                                  weights=origin)
+    if _is_llava(model):
+        target.prompted = lambda prompt: _llava_with_tokenizer(target, source, local, prompt)
+    return target
+
+
+# llava-1.5's conversation template (the vlm package's default too); <image> stands for the
+# image features, written once per feature so the model's own merge finds them
+LLAVA_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
+
+
+def _is_llava(model) -> bool:
+    cfg = model.config
+    return hasattr(cfg, "vision_config") and hasattr(cfg, "text_config") and \
+        getattr(cfg, "image_token_id", getattr(cfg, "image_token_index", None)) is not None
+
+
+def _llava_with_tokenizer(target: Target, source: str, local: bool, prompt: str) -> Target:
+    """`hf:DIR?prompt=...`: the checkpoint's own tokenizer writes the prompt in LLAVA_TEMPLATE."""
+    import transformers
+
+    def load():
+        return transformers.AutoTokenizer.from_pretrained(source)
+    try:
+        tok = load() if local else cached_then_online(target.spec, load, hf_cache_dir(), hf_endpoint())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{target.spec}: a prompt needs the checkpoint's tokenizer, and {source} has "
+                        f"none ({type(e).__name__}): save it next to the weights "
+                        f"(tokenizer.save_pretrained), or record without ?prompt=") from e
+    cfg = target.model.config
+    image_id = getattr(cfg, "image_token_id", None)
+    image_id = int(cfg.image_token_index if image_id is None else image_id)
+    image_tok = tok.convert_ids_to_tokens(image_id)
+
+    def build_prompt(n: int, text: str) -> list[int]:
+        ids = tok(LLAVA_TEMPLATE.format(prompt=text).replace("<image>", image_tok * n))["input_ids"]
+        if ids.count(image_id) != n:  # the tokenizer split the image token: the merge would fail
+            raise UserError(f"{target.spec}: its tokenizer does not keep {image_tok!r} (id {image_id}) "
+                            f"as one token, so the image cannot be placed in the prompt")
+        return ids
+    return target_from_llava(target.model, build_prompt, prompt, target.preprocess, target.spec,
+                             target.weights)
 
 
 def target_from_hf_model(model: nn.Module, preprocess: Preprocess | None = None,
@@ -130,6 +175,7 @@ def target_from_llava(model: nn.Module, build_prompt: Callable[[int, str], list[
                      pixel_values=batch.pixels.to(_dtype(model)))
 
     target.inputs, target.forward_batch, target.prompt = ImageTextBatch, forward_batch, prompt
+    target.prompted = None  # one prompt per Target: another prompt is another target_from_llava
     target._hook_points = None  # discovered again, through the language model
     return target
 

@@ -89,6 +89,8 @@ class Target:
     inputs: type[ImageBatch] = ImageBatch
     forward_batch: Callable[[ImageBatch], object] | None = None
     prompt: str | None = None  # ImageTextBatch targets: the prompt every image is recorded with
+    # VLMs: prompted(prompt) is the same model taking ImageTextBatch with that prompt (`?prompt=`)
+    prompted: Callable[[str], "Target"] | None = None
     truth: object | None = None  # a DataFrame of its units' true labels, for targets that know them
     _hook_points: dict[str, HookPoint] | None = field(default=None, repr=False)
 

@@ -13,7 +13,7 @@ import importlib
 from dataclasses import asdict, dataclass
 
 from ..errors import UserError, near_matches
-from .family import BuildOptions, ModelFamily, model_family
+from .family import BuildOptions, ModelFamily, model_family, split_prompt, with_prompt
 from .target import Target
 
 ZOO: dict[str, str] = {
@@ -103,26 +103,29 @@ def help_text() -> str:
 class ZooSpec:
     name: str
     """A key of ZOO (`efficientnet-lite0`)."""
+    prompt: str | None = None
+    """For a VLM (`zoo:world-llava?prompt=...`): the text every image is recorded with."""
 
 
 @model_family
 class Zoo(ModelFamily):
     name = "zoo"
-    grammar = "zoo:NAME"
+    grammar = "zoo:NAME[?prompt=TEXT]"
     example = "zoo:efficientnet-lite0"
 
     def parse(self, rest: str) -> ZooSpec:
+        rest, prompt = split_prompt(rest, self.name)
         if rest not in ZOO:
             hint = near_matches(rest, list(ZOO)) if rest else []
             raise UserError(f"unknown zoo model '{rest}'"
                             + (f" (did you mean {', '.join(hint)}?)" if hint else "")
                             + f"; known zoo models: {', '.join(sorted(ZOO)) or '(none installed)'} "
                             f"(`neuronatlas zoo list` says what each is)")
-        return ZooSpec(rest)
+        return ZooSpec(rest, prompt)
 
     def build(self, spec: ZooSpec, how: BuildOptions) -> Target:
         module, _, func = ZOO[spec.name].partition(":")
         factory = getattr(importlib.import_module(module), func)
-        target = factory(how.weights, how.random_weights)
+        target = with_prompt(factory(how.weights, how.random_weights), spec.prompt)
         target.spec = how.spec
         return target

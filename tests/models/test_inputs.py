@@ -96,3 +96,94 @@ def test_image_runs_keep_their_run_json(tmp_path):
     target = Target("mine", m, Preprocess(16, (0.5,) * 3, (0.5,) * 3), m)
     run = na.record(target, "world:n=4,size=16", tmp_path / "r", layers="1", k=2, num_workers=0)
     assert "inputs" not in run.meta["model"] and "prompt" not in run.meta["key"]["model"]
+
+
+PROMPT = "what colour is the circle?"
+
+
+def test_world_llava_with_a_prompt_records_through_the_cli_and_replays(tmp_path):
+    """`zoo:world-llava?prompt=...`: the zoo family's grammar; the run rebuilds it from its spec."""
+    import subprocess
+    import sys
+
+    from neuronatlas.atlas.exemplars import exemplars
+    from neuronatlas.models import load_target
+    from neuronatlas.worldmodels.arch.llava import prompt_ids as world_prompt_ids
+
+    spec, layer, data = f"zoo:world-llava?prompt={PROMPT}", "model.language_model.layers.1", \
+        "world:n=6,size=64,seed=4"
+    r = subprocess.run([sys.executable, "-m", "neuronatlas.cli", "record", spec, "--layers", layer,
+                        "--pooling", "mean", "--data", data, "--out", str(tmp_path / "run"),
+                        "--k", "2", "--batch-size", "4", "--workers", "0", "--save-acts", "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    run = na.open_run(tmp_path / "run")
+    assert run.meta["key"]["model"]["prompt"] == PROMPT and run.meta["model"]["inputs"] == "images+text"
+    # brute force: the world model's own forward on its own prompt layout
+    plain = load_target("zoo:world-llava", device="cpu")
+    model, tok = plain.extras["model"], plain.extras["tokenizer"]
+    probe = na.open_probe(data)
+    pixels = torch.stack([plain.preprocess(probe.read_image(i)) for i in range(6)])
+    ids = torch.tensor(world_prompt_ids(tok, model.config.image_seq_length, PROMPT)).expand(6, -1)
+    with torch.no_grad():
+        hs = model(input_ids=ids, pixel_values=pixels, output_hidden_states=True).hidden_states
+    want = hs[2].mean(1).numpy()  # the output of decoder layer 1
+    np.testing.assert_allclose(run.acts(layer), want, rtol=1e-4, atol=1e-4)
+    # the atlas's replay rebuilds the prompted model from the spec and gets the same values
+    top = exemplars(run, f"{layer}:3", k=2)
+    assert [e.index for e in top] == np.argsort(-want[:, 3], kind="stable")[:2].tolist()
+    for e in top:
+        assert e.recomputed == pytest.approx(e.value, rel=1e-4, abs=1e-4)
+
+
+def test_a_prompt_for_an_image_model_is_one_line():
+    from neuronatlas.models import load_target
+
+    with pytest.raises(UserError) as e:
+        load_target("zoo:synthetic-units?prompt=hello", device="cpu")
+    assert "takes images only" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(UserError, match="empty prompt"):
+        load_target("zoo:world-llava?prompt=", device="cpu")
+
+
+def save_llava_with_tokenizer(path):
+    """A tiny random LLaVA checkpoint with a real (word-level) tokenizer whose <image> token is the
+    config's image_token_id, as llava-hf checkpoints ship them."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[UNK]", "USER", ":", "ASSISTANT", "what", "colour", "is", "it", "?", "how", "many"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    model = tiny_llava()
+    model.config.image_token_id = fast.convert_tokens_to_ids("<image>")
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return model, fast
+
+
+def test_an_hf_llava_checkpoint_takes_a_prompt_in_its_spec(tmp_path):
+    from neuronatlas.models import load_target
+
+    model, tok = save_llava_with_tokenizer(tmp_path / "llava")
+    target = load_target(f"hf:{tmp_path / 'llava'}?prompt=what colour is it?", device="cpu")
+    assert target.inputs is ImageTextBatch and target.prompt == "what colour is it?"
+    x = torch.randn(2, 3, 32, 32)
+    captured = {}
+    layer = dict(target.model.named_modules())[LAYER]
+    handle = layer.register_forward_hook(lambda m, i, o: captured.setdefault("out", o))
+    with torch.no_grad():
+        target.run(target.make_batch(x))
+    handle.remove()
+    text = "USER: " + "<image>" * 16 + "\nwhat colour is it? ASSISTANT:"
+    ids = torch.tensor(tok(text)["input_ids"]).expand(2, -1)
+    assert (ids[0] == model.config.image_token_id).sum() == 16
+    with torch.no_grad():
+        want = target.model(input_ids=ids, pixel_values=x, output_hidden_states=True).hidden_states[1]
+    out = captured["out"][0] if isinstance(captured["out"], tuple) else captured["out"]
+    torch.testing.assert_close(out, want)
+    # without its tokenizer a prompt cannot be written: one line that says so
+    tiny_llava().save_pretrained(tmp_path / "bare")
+    with pytest.raises(UserError, match="a prompt needs the checkpoint's tokenizer"):
+        load_target(f"hf:{tmp_path / 'bare'}?prompt=hi", device="cpu")

@@ -23,9 +23,11 @@ torch.set_num_threads(1)
     ("open_clip:ViT-B-32/datacomp_xl_s13b_b90k", ("open_clip", {"model": "ViT-B-32", "tag": "datacomp_xl_s13b_b90k"})),
     ("open-clip:ViT-B-32", ("open_clip", {"model": "ViT-B-32", "tag": None})),
     ("open_clip:hf-hub:org/name", ("open_clip", {"model": "hf-hub:org/name", "tag": None})),
-    ("hf:openai/clip-vit-base-patch32", ("hf", {"source": "openai/clip-vit-base-patch32"})),
-    ("hf:/local/dir", ("hf", {"source": "/local/dir"})),
-    ("zoo:mobilenet-v2", ("zoo", {"name": "mobilenet-v2"})),
+    ("hf:openai/clip-vit-base-patch32", ("hf", {"source": "openai/clip-vit-base-patch32", "prompt": None})),
+    ("hf:/local/dir", ("hf", {"source": "/local/dir", "prompt": None})),
+    ("hf:/d?prompt=is it red?", ("hf", {"source": "/d", "prompt": "is it red?"})),
+    ("zoo:mobilenet-v2", ("zoo", {"name": "mobilenet-v2", "prompt": None})),
+    ("zoo:world-llava?prompt=a?prompt=b", ("zoo", {"name": "world-llava", "prompt": "a?prompt=b"})),
     ("models/my net.py:build", ("file", {"path": "models/my net.py", "factory": "build"})),
     ("dir/timm:x.py:build", ("file", {"path": "dir/timm:x.py", "factory": "build"})),
 ])
@@ -57,6 +59,7 @@ def test_unknown_spec_names_the_valid_forms(spec, says):
     ("open_clip:ViT-B-32/a/b", "use open_clip:MODEL[/TAG]"),
     ("hf:", "use hf:ORG/NAME or hf:/local/dir"),
     ("zoo:", "known zoo models: "),
+    ("zoo:world-llava?prompt= ", "empty prompt"),
     ("model.py:1x", "not a Python function name: use path/to/file.py:factory"),
 ])
 def test_a_malformed_spec_gets_its_familys_grammar(spec, says):
