@@ -293,7 +293,8 @@ def _register_features() -> None:
                                               "decomposition, segmentation, adversarial images.")
     from .vlm.cli import vlm_app
 
-    app.add_typer(vlm_app, name="vlm", help="VLM mechanistic interpretability: logit lens.")
+    app.add_typer(vlm_app, name="vlm", help="VLM mechanistic interpretability: logit lens, token "
+                                            "ablation, attention knockout.")
     app.add_typer(sae_app, name="sae", help="Sparse autoencoders: train dictionaries on a layer, "
                                             "read and write SAELens files.")
 

@@ -58,6 +58,7 @@ class LensStore:
         return self.dir / "lens.json"
 
     def create_or_verify(self, meta: dict) -> dict:
+        meta = json.loads(json.dumps(meta))  # tuples compare as the lists they are stored as
         if self.meta_path.exists():
             old = json.loads(self.meta_path.read_text())
             refuse_other_identity(old, meta, f"{self.dir} already holds a logit lens",
@@ -174,9 +175,10 @@ class ExperimentStore:
         return self.dir / f"{self.kind}.json"
 
     def create_or_verify(self, meta: dict) -> dict:
+        meta = json.loads(json.dumps(meta))  # tuples compare as the lists they are stored as
         if self.meta_path.exists():
             old = json.loads(self.meta_path.read_text())
-            refuse_other_identity(old, meta, f"{self.dir} already holds a {self.kind} run",
+            refuse_other_identity(old, meta, f"{self.dir} already holds an earlier {self.kind} run",
                                   f"choose another --name or delete {self.dir}")
             return old
         with disk_errors(self.dir, resumable=False):
