@@ -216,10 +216,12 @@ class ConceptPatterns:
 
 
 # -- pass 2: active pixels per (unit, pattern) --------------------------------------------------------
-def interp_weights(n_in: int, n_out: int) -> torch.Tensor:
+def interp_weights(n_in: int, n_out: int, neighbours: bool = False):
     """(n_out, n_in) float32 matrix of bilinear weights, align_corners=False (PyTorch's rule:
-    source = max((i + 0.5) * n_in / n_out - 0.5, 0), neighbours clamped at the last index)."""
+    source = max((i + 0.5) * n_in / n_out - 0.5, 0), neighbours clamped at the last index); with
+    `neighbours`, also the (2, n_out) indices of the two source positions of each output."""
     w = torch.zeros(n_out, n_in, dtype=torch.float64)
+    pairs = torch.zeros(2, n_out, dtype=torch.int64)
     for i in range(n_out):
         src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
         i0 = min(int(math.floor(src)), n_in - 1)
@@ -227,15 +229,17 @@ def interp_weights(n_in: int, n_out: int) -> torch.Tensor:
         lam = src - i0
         w[i, i0] += 1 - lam
         w[i, i1] += lam
-    return w.to(torch.float32)
+        pairs[0, i], pairs[1, i] = i0, i1
+    return (w.to(torch.float32), pairs) if neighbours else w.to(torch.float32)
 
 
 class ActiveCounter:
     """For one layer: n_u(p), the number of active pixels (upsampled map > threshold) of unit u
-    covered by concept pattern p, summed over images. Stored sparse: int64 keys u * 2**32 + p."""
+    covered by concept pattern p, summed over images. Kept as a dense (U, P) int64 table while it
+    fits an eighth of the memory budget, else sparse (int64 keys u * 2**32 + p)."""
 
-    BYTES_PER_PIXEL = 6  # float32 values + two bool planes
-    CHUNK_BYTES = 256 << 20
+    BYTES_PER_PIXEL = 5  # float32 values + one bool plane
+    CHUNK_BYTES = 32 << 20  # larger chunks are no faster (they fall out of the cache)
 
     def __init__(self, thresholds: torch.Tensor, mask_size: int, memory_budget: int | None = None,
                  device="cpu"):
@@ -244,17 +248,19 @@ class ActiveCounter:
         self.device = torch.device(device)
         self.thr = float32_below(self.thresholds).to(self.device)
         budget = memory_budget or default_memory_budget()
-        # an eighth of the budget (at most CHUNK_BYTES: larger chunks are no faster) for one chunk
-        # of upsampled maps; the rest holds the batch's maps, masks and the count table
+        self.dense_limit = budget // 8
+        # at most an eighth of the budget for one chunk of upsampled maps; the rest holds the
+        # batch's maps, masks and the count table
         self.chunk = max(1, min(budget // 8, self.CHUNK_BYTES)
                          // (self.BYTES_PER_PIXEL * mask_size * mask_size))
+        self.dense = torch.zeros(self.n_units, 0, dtype=torch.int64, device=self.device)
         self.keys = torch.zeros(0, dtype=torch.int64)
         self.values = torch.zeros(0, dtype=torch.int64)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._pending_n = 0
         self._buffers: dict[str, torch.Tensor] = {}
         self._weights: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.exact_maps = 0  # maps with a pixel at the threshold, decided by F.interpolate
+        self.exact_maps = 0  # maps with a pixel near the threshold, decided by F.interpolate
 
     def _buffer(self, name: str, rows: int, shape: tuple, dtype) -> torch.Tensor:
         """A (rows, *shape) view of a flat buffer kept across batches (grown, never shrunk)."""
@@ -270,13 +276,45 @@ class ActiveCounter:
             raise ValueError(f"maps have {n_units} units, thresholds {self.n_units}")
         maps = maps_BUhw.to(self.device, torch.float32)
         pids = pattern_ids_BP.to(self.device)
-        hot = (maps.flatten(2).amax(2) > self.thr[None, :]).nonzero()  # (n, 2): image, unit
+        self._fit_dense(int(pids.max()) + 1 if pids.numel() else 0)
+        # a map is hot when its grid maximum comes within the margin of the threshold (float32
+        # weights may sum to 1 + 1 ulp: a flat map at the threshold can still cross it)
+        margin = self.margin(h, w) * maps.abs().flatten(2).amax(2)
+        hot = (maps.flatten(2).amax(2) > self.thr[None, :] - margin).nonzero()  # (n, 2): image, unit
         for a in range(0, len(hot), self.chunk):
-            self._count(maps, pids, hot[a:a + self.chunk])
+            part = hot[a:a + self.chunk]
+            self._count(maps, pids, part, margin[part[:, 0], part[:, 1]])
         if self._pending_n > 4 * max(len(self.keys), 1 << 20):
             self._coalesce()
 
-    def _count(self, maps, pids, hot) -> None:
+    def _fit_dense(self, n_patterns: int) -> None:
+        if self.dense is None or n_patterns <= self.dense.shape[1]:
+            return
+        have = self.dense.shape[1]
+        cap = max(64, have * 2, n_patterns)
+        if self.n_units * cap * 8 > self.dense_limit:  # too many patterns: go sparse for good
+            self._spill()
+            self.dense = None
+            return
+        grown = torch.zeros(self.n_units, cap, dtype=torch.int64, device=self.device)
+        grown[:, :have] = self.dense
+        self.dense = grown
+
+    def _spill(self) -> None:
+        if self.dense is not None and self.dense.numel():
+            u, p = self.dense.nonzero(as_tuple=True)
+            self._pending.append(((u.cpu() << 32) | p.cpu(), self.dense[u, p].cpu()))
+            self._pending_n += len(u)
+            self.dense.zero_()
+
+    @staticmethod
+    def margin(h: int, w: int) -> float:
+        """The margin around the threshold, relative to a map's largest |value|: our float32 GEMMs
+        and F.interpolate round at most a few ulps of it apart (weights rounded to float32 carry
+        ~h ulps of the source coordinate); 4x that."""
+        return 4 * (max(h, w) + 8) * _U32
+
+    def _count(self, maps, pids, hot, margin) -> None:
         m = self.mask_size
         img, unit = hot[:, 0], hot[:, 1]
         planes = maps[img, unit]  # (n, h, w)
@@ -285,37 +323,48 @@ class ActiveCounter:
         if self.device.type == "cpu":
             key = (h, w)
             if key not in self._weights:
-                self._weights[key] = (interp_weights(h, m), interp_weights(w, m).T.contiguous())
-            wy, wx_T = self._weights[key]
-            # two plain GEMMs into reused buffers, laid out (row i, map, column j)
+                wy, y01 = interp_weights(h, m, neighbours=True)
+                self._weights[key] = (wy, interp_weights(w, m).T.contiguous(), y01)
+            wy, wx_T, y01 = self._weights[key]
+            # output row i mixes grid rows y0(i), y1(i): it can only be active where one of them
+            # reaches the threshold (about a third of a hot map's rows)
+            rowmax = planes.amax(2).T  # (h, n)
+            lo = thr - margin
+            rows = ((rowmax[y01[0]] > lo) | (rowmax[y01[1]] > lo)).nonzero(as_tuple=True)
+            # two plain GEMMs into reused buffers: columns of every row, then the candidate rows
             cols = torch.matmul(wy, planes.permute(1, 0, 2).reshape(h, n * w),
-                                out=self._buffer("cols", m, (n * w,), torch.float32))
-            up = torch.matmul(cols.view(m * n, w), wx_T,
-                              out=self._buffer("up", m * n, (m,), torch.float32)).view(m, n, m)
-            # both sides round at most a few ulps of the largest |value| apart (weights rounded
-            # to float32 carry ~h ulps of the source coordinate); 4x that is the margin
-            margin = ((4 * (max(h, w) + 8) * _U32) * planes.abs().flatten(1).amax(1))[None, :, None]
-            up.sub_(thr[None, :, None])  # exact near the threshold (Sterbenz)
-            active = torch.gt(up, margin, out=self._buffer("act", m * n, (m,), torch.bool).view(m, n, m))
-            near = torch.le(up.abs_(), margin,
-                            out=self._buffer("near", m * n, (m,), torch.bool).view(m, n, m))
-            rows_near = near.any(2).any(0).nonzero()[:, 0]
-            if len(rows_near):
-                self.exact_maps += len(rows_near)
-                exact = F.interpolate(planes[rows_near, None], size=(m, m), mode="bilinear",
-                                      align_corners=False)[:, 0] > thr[rows_near, None, None]
-                active[:, rows_near] = torch.where(near[:, rows_near], exact.permute(1, 0, 2),
-                                                   active[:, rows_near])
-            where = active.nonzero()  # (k, 3): row, map, column
-            which, pixel = where[:, 1], where[:, 0] * m + where[:, 2]
+                                out=self._buffer("cols", m, (n * w,), torch.float32)).view(m, n, w)
+            k = len(rows[0])
+            picked = self._buffer("picked", k, (w,), torch.float32)
+            torch.index_select(cols.view(m * n, w), 0, rows[0] * n + rows[1], out=picked)
+            up = torch.matmul(picked, wx_T, out=self._buffer("up", k, (m,), torch.float32))
+            # one compare over the pixels: candidates above thr - margin, then the few values
+            cand = torch.gt(up, lo[rows[1], None],
+                            out=self._buffer("cand", k, (m,), torch.bool))
+            r, j = cand.nonzero(as_tuple=True)
+            i, which = rows[0][r], rows[1][r]
+            d = up[r, j] - thr[which]  # exact near the threshold (Sterbenz)
+            near = d <= margin[which]
+            keep = ~near
+            if near.any():
+                maps_near, inv = torch.unique(which[near], return_inverse=True)
+                self.exact_maps += len(maps_near)
+                exact = F.interpolate(planes[maps_near, None], size=(m, m), mode="bilinear",
+                                      align_corners=False)[:, 0]
+                keep[near] = exact[inv, i[near], j[near]] > thr[which[near]]
+            which, pixel = which[keep], i[keep] * m + j[keep]
         else:  # accelerators: F.interpolate itself (fast there, and matmuls may use TF32)
             up = F.interpolate(planes[:, None], size=(m, m), mode="bilinear", align_corners=False)
-            where = (up[:, 0] > thr[:, None, None]).view(n, m * m).nonzero()
-            which, pixel = where[:, 0], where[:, 1]
-        keys = (unit[which] << 32) | pids[img[which], pixel]
-        k, c = torch.unique(keys, return_counts=True)
-        self._pending.append((k.cpu(), c.cpu()))
-        self._pending_n += len(k)
+            which, pixel = (up[:, 0] > thr[:, None, None]).view(n, m * m).nonzero(as_tuple=True)
+        u, p = unit[which], pids[img[which], pixel]
+        if self.dense is not None:
+            flat = u * self.dense.shape[1] + p
+            self.dense.view(-1).index_add_(0, flat, torch.ones(1, dtype=torch.int64,
+                                                               device=self.device).expand(len(flat)))
+        else:
+            k, c = torch.unique((u << 32) | p, return_counts=True)
+            self._pending.append((k.cpu(), c.cpu()))
+            self._pending_n += len(k)
 
     def _coalesce(self) -> None:
         if not self._pending:
@@ -328,11 +377,12 @@ class ActiveCounter:
 
     def table(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(units, patterns, counts): the nonzero n_u(p), sorted by unit then pattern."""
+        self._spill()
         self._coalesce()
         return self.keys >> 32, self.keys & 0xFFFFFFFF, self.values
 
     def state(self) -> dict:
-        self._coalesce()
+        self.table()
         return {"keys": self.keys.numpy(), "values": self.values.numpy(),
                 "thresholds": self.thresholds.numpy()}
 

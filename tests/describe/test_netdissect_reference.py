@@ -147,19 +147,22 @@ def test_counter_is_exact_at_thresholds_on_pixel_values():
     """Thresholds equal to upsampled pixel values (the margin path decides them with F.interpolate);
     counts equal the direct formula, in chunks of one map and of many."""
     g = torch.Generator().manual_seed(0)
-    maps = torch.randn(5, 4, 5, 5, generator=g)
+    maps = torch.randn(5, 5, 5, 5, generator=g)
+    maps[:, 4] = 0.3  # a flat unit with its threshold at its value: rounding decides the pixels
     masks = torch.rand(5, 3, 8, 8, generator=g) > 0.5
     up = torch.cat([F.interpolate(maps[i].reshape(-1, 1, 5, 5), size=(8, 8), mode="bilinear",
                                   align_corners=False)[:, 0][None] for i in range(5)])
-    thr = torch.stack([up[0, 0, 3, 3], up[1, 1, 0, 7], up[2, 2, 4, 4], torch.tensor(-10.0)]).double()
+    thr = torch.stack([up[0, 0, 3, 3], up[1, 1, 0, 7], up[2, 2, 4, 4], torch.tensor(-10.0),
+                       maps[0, 4, 0, 0]]).double()
     want_act = up.to(torch.float64) > thr.view(1, -1, 1, 1)
     want = torch.einsum("iuhw,ichw->uc", want_act.double(), masks.double())
-    for budget in (8 * ActiveCounter.BYTES_PER_PIXEL * 64, 1 << 30):
+    for budget in (8 * ActiveCounter.BYTES_PER_PIXEL * 64, 1 << 30):  # 1 map per chunk, sparse; many
         c = ActiveCounter(thr, 8, memory_budget=budget)
+        assert (c.chunk == 1) == (budget < 1 << 30)
         pats = ConceptPatterns(3)
         c.update(maps[:2], pats.ids(masks[:2]))
         c.update(maps[2:], pats.ids(masks[2:]))
-        inter, act, mask = concept_counts(*c.table(), pats.bits(), pats.counts, 4)
+        inter, act, mask = concept_counts(*c.table(), pats.bits(), pats.counts, 5)
         assert torch.equal(inter, want) and torch.equal(act, want_act.double().sum((0, 2, 3)))
         assert torch.equal(mask, masks.double().sum((0, 2, 3)))
         assert c.exact_maps >= 3  # the three thresholds on pixel values went through F.interpolate
@@ -170,8 +173,9 @@ def test_counter_reuses_its_buffers_across_batches():
     c = ActiveCounter(torch.full((6,), -5.0, dtype=torch.float64), 16)  # every map hot
     pats = ConceptPatterns(2)
     ptrs = []
-    for _ in range(3):
-        c.update(torch.randn(4, 6, 4, 4, generator=g), pats.ids(torch.rand(4, 2, 16, 16, generator=g) > .5))
+    maps, masks = torch.randn(4, 6, 4, 4, generator=g), torch.rand(4, 2, 16, 16, generator=g) > .5
+    for _ in range(3):  # batches of the same size: no new buffer after the first
+        c.update(maps.clone(), pats.ids(masks))
         ptrs.append(tuple(b.data_ptr() for b in c._buffers.values()))
     assert len(set(ptrs)) == 1 and len(ptrs[0]) == 4
 
