@@ -10,6 +10,7 @@ import torch
 from ..data import open_probe
 from ..data.probe import ProbeSet
 from ..errors import UserError
+from ..models.family import with_prompt
 from ..models.target import Target
 
 
@@ -25,9 +26,15 @@ def target_for_run(run, target: Target | None = None) -> Target:
         raise UserError(f"{run.path} was recorded from an in-memory model: pass target= from Python")
     if key["weights"] == "random":
         torch.manual_seed(key["seed"] or 0)
-        return load_target(key["spec"], random_weights=True)
-    weights = key["weights"] if Path(str(key["weights"])).exists() else None
-    return load_target(key["spec"], weights=weights)
+        target = load_target(key["spec"], random_weights=True)
+    else:
+        weights = key["weights"] if Path(str(key["weights"])).exists() else None
+        target = load_target(key["spec"], weights=weights)
+    # a VLM recorded with a prompt its spec does not carry (a Target built in Python): apply it
+    prompt = key.get("prompt")
+    if prompt is not None and target.prompt != prompt:
+        target = with_prompt(target, prompt)
+    return target
 
 
 def probe_for_run(run, probe=None) -> ProbeSet:

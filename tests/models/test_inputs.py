@@ -187,3 +187,22 @@ def test_an_hf_llava_checkpoint_takes_a_prompt_in_its_spec(tmp_path):
     tiny_llava().save_pretrained(tmp_path / "bare")
     with pytest.raises(UserError, match="a prompt needs the checkpoint's tokenizer"):
         load_target(f"hf:{tmp_path / 'bare'}?prompt=hi", device="cpu")
+
+
+def test_replay_applies_a_recorded_prompt_the_spec_does_not_carry(tmp_path):
+    """A prompted target built in Python under the plain spec `hf:DIR`: the run's key holds the
+    prompt, and the replay puts it back (the values it recomputes equal the recorded ones)."""
+    from neuronatlas.atlas.exemplars import exemplars
+    from neuronatlas.models import load_target
+    from neuronatlas.recording.replay import target_for_run
+
+    save_llava_with_tokenizer(tmp_path / "llava")
+    spec = f"hf:{tmp_path / 'llava'}"
+    target = load_target(spec, device="cpu").prompted("how many ?")
+    assert target.spec == spec
+    run = na.record(target, "world:n=5,size=32,seed=1", tmp_path / "run", layers=LAYER,
+                    pooling="mean", k=2, batch_size=5, num_workers=0)
+    again = target_for_run(run)
+    assert again.prompt == "how many ?" and again.inputs is ImageTextBatch
+    for e in exemplars(run, f"{LAYER}:5", k=2):
+        assert e.recomputed == pytest.approx(e.value, rel=1e-4, abs=1e-5)
