@@ -178,6 +178,11 @@ def _token_sets(subject, cfg, setting, item, feats, ig_scores):
     return out
 
 
+def _prob(answers, j: int, q) -> float:
+    """The tracked token's probability (NaN in the generative setting, which tracks none)."""
+    return float("nan") if q[2] is None else float(answers.target_prob[j])
+
+
 def ablate_batch(subject, cfg, probe, indices, vector) -> list[dict]:
     size = int(subject.config.vision_config.image_size)
     pix = {i: subject.transform(probe.read_image(i)) for i in indices}
@@ -199,9 +204,9 @@ def ablate_batch(subject, cfg, probe, indices, vector) -> list[dict]:
             ok = right(setting, clean.text[j], clean.first_token[j], q[1], it)
             base = dict(index=it.index, object=it.obj, name=it.name, setting=setting,
                         prompt=q[0] or "", expected=q[1], clean_answer=clean.text[j],
-                        clean_right=ok, clean_prob=float(clean.target_prob[j]))
+                        clean_right=ok, clean_prob=_prob(clean, j, q))
             rows.append(dict(base, token_set="none", param=0, k=0, answer=clean.text[j], right=ok,
-                             prob=float(clean.target_prob[j])))
+                             prob=_prob(clean, j, q)))
             if not ok:
                 continue  # the paper's inclusion rule: right on the clean image
             ig = None
@@ -225,7 +230,7 @@ def ablate_batch(subject, cfg, probe, indices, vector) -> list[dict]:
                 rows.append(dict(base, token_set=name, param=int(param), k=len(toks),
                                  answer=ans.text[j],
                                  right=right(setting, ans.text[j], ans.first_token[j], q[1], it),
-                                 prob=float(ans.target_prob[j])))
+                                 prob=_prob(ans, j, q)))
     return rows
 
 
