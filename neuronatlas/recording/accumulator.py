@@ -9,8 +9,8 @@ An accumulator folds a stream of per-image values into a fixed-size summary:
 
 The invariant that makes shards, checkpoints and (later) remote workers safe: for ANY split of a set
 of images into parts, fed in any batch sizes, `merge` of the parts equals one pass over all of them.
-Order-free summaries (counts, min/max, histograms, top-k under a total order) meet it exactly; the
-float64 moments of `RunningStats` meet it up to float64 rounding (Chan's update), and say so.
+Order-free summaries (counts, min/max, histograms, top-k under a total order) meet it exactly, and so
+do the moments of `RunningStats`: they come from exact integer sums (exact_sum.py), rounded once.
 `from_state(state())` is exact for every accumulator, so a checkpointed accumulator resumes as if the
 process had never stopped. The property tests in tests/recording/test_accumulators.py hold every
 implementation to this.
@@ -54,7 +54,7 @@ class LayerAccumulator:
 
     @property
     def n_units(self) -> int:
-        return self.stats.mean.shape[0]
+        return self.stats.min.shape[0]
 
     def update(self, values_BU: torch.Tensor, index_B: torch.Tensor) -> None:
         self.extremes.update(values_BU, index_B)

@@ -1,7 +1,8 @@
 """Merge the shards of a run into its final tables and arrays.
 
 Shards may have run on different machines; each left a complete checkpoint in RUN/partials/. The merge
-is exact for top/bottom-k, min/max, counts and histograms, and equal to float64 rounding for mean/std.
+is exact (bit for bit against one pass) for every accumulator: top/bottom-k, min/max, counts,
+histograms, and mean/std (exact integer sums, recording/exact_sum.py).
 
 The merge is idempotent: every output is written under a temporary name and renamed, run.json is
 marked complete last, and the shards' inputs are deleted only after that. A merge killed at any step

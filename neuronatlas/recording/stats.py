@@ -1,8 +1,8 @@
 """Per-unit running statistics and a histogram sketch, both accumulators (recording/accumulator.py).
 
-- count, mean, M2 (Chan et al.'s parallel update, float64): mean and std of any split merge to the
-  single-pass values up to float64 rounding.
-- min, max, number of positive images, histogram counts: integers / order-free, so merges are exact.
+- count, mean, M2 from exact integer sums of x and x^2 (exact_sum.py), each rounded once to float64;
+  min, max, number of positive images, histogram counts: integers / order-free. Every merge is exact:
+  any split of the images gives the one-pass state bit for bit.
 
 The histogram has fixed bin edges shared by every unit and run, spaced evenly in asinh(x / SCALE):
 fine near zero, relative width ~11% for large values, covering +-1e4 (values beyond land in the end
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from .exact_sum import ExactSum
 
 HIST_BINS = 256
 HIST_SCALE = 1e-2
@@ -32,44 +34,44 @@ def _bin_of(values: torch.Tensor) -> torch.Tensor:
 
 
 class RunningStats:
-    """count, mean, M2 (float64), min, max and the number of positive values per unit."""
+    """count, mean, M2, min, max and the number of positive values per unit. The mean and M2 come
+    from exact sums (exact_sum.py), so every split of the images merges to the same bits."""
 
     def __init__(self, n_units: int, device="cpu"):
-        self.count = 0
-        self.mean = torch.zeros(n_units, dtype=torch.float64, device=device)
-        self.m2 = torch.zeros(n_units, dtype=torch.float64, device=device)
+        self.sums = ExactSum(n_units, squares=True, device=device)
         self.min = torch.full((n_units,), float("inf"), device=device)
         self.max = torch.full((n_units,), float("-inf"), device=device)
         self.n_positive = torch.zeros(n_units, dtype=torch.int64, device=device)
 
+    @property
+    def count(self) -> int:
+        return self.sums.count
+
     def update(self, values_BU: torch.Tensor, index_B=None) -> None:
         """Add a batch (B, U); the probe indices are not needed (the summary is order-free)."""
-        n = values_BU.shape[0]
-        if n == 0:
+        if values_BU.shape[0] == 0:
             return
-        v = values_BU.double()
-        b_mean = v.mean(0)
-        b_m2 = ((v - b_mean) ** 2).sum(0)
-        self._combine(n, b_mean, b_m2)
-        self.min = torch.minimum(self.min, values_BU.amin(0).float())
-        self.max = torch.maximum(self.max, values_BU.amax(0).float())
-        self.n_positive += (values_BU > 0).sum(0)
-
-    def _combine(self, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
-        n_a = self.count
-        n = n_a + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + delta ** 2 * (n_a * n_b / n)
-        self.count = n
+        self.sums.update(values_BU)
+        # + 0.0 turns -0.0 into 0.0: min(-0.0, 0.0) would otherwise depend on the order
+        self.min = torch.minimum(self.min, values_BU.amin(0).float() + 0.0)
+        self.max = torch.maximum(self.max, values_BU.amax(0).float() + 0.0)
+        self.n_positive += (values_BU > 0).sum(0).to(self.n_positive.device)
 
     def merge(self, other: "RunningStats") -> None:
-        if other.count == 0:
-            return
-        self._combine(other.count, other.mean.to(self.mean.device), other.m2.to(self.m2.device))
+        self.sums.merge(other.sums)
         self.min = torch.minimum(self.min, other.min.to(self.min.device))
         self.max = torch.maximum(self.max, other.max.to(self.max.device))
         self.n_positive += other.n_positive.to(self.n_positive.device)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """float64 (U,), the exact mean rounded once."""
+        return torch.as_tensor(self.sums.mean())
+
+    @property
+    def m2(self) -> torch.Tensor:
+        """float64 (U,), the exact sum of squared deviations rounded once."""
+        return torch.as_tensor(self.sums.m2())
 
     @property
     def std(self) -> torch.Tensor:
@@ -77,16 +79,15 @@ class RunningStats:
         return (self.m2 / max(self.count, 1)).sqrt()
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"count": np.array(self.count, dtype=np.int64), "mean": self.mean.cpu().numpy(),
-                "m2": self.m2.cpu().numpy(), "min": self.min.cpu().numpy(),
-                "max": self.max.cpu().numpy(), "n_positive": self.n_positive.cpu().numpy()}
+        return {**self.sums.state(), "min": self.min.cpu().numpy(), "max": self.max.cpu().numpy(),
+                "n_positive": self.n_positive.cpu().numpy()}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray], device="cpu") -> "RunningStats":
-        st = cls(len(state["mean"]), device)
-        st.count = int(state["count"])
-        for name in ("mean", "m2", "min", "max", "n_positive"):
-            setattr(st, name, torch.as_tensor(state[name]).to(device))
+        st = cls(len(state["min"]), device)
+        st.sums = ExactSum.from_state(state, device)
+        for name in ("min", "max", "n_positive"):
+            setattr(st, name, torch.as_tensor(np.array(state[name])).to(device))
         return st
 
 
