@@ -27,6 +27,8 @@ def second_order(
     batch_size: int = typer.Option(32, help="Images per forward pass."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes (0: in this process)."),
     checkpoint_every: int = typer.Option(4, help="Batches per checkpoint."),
+    shard: str = typer.Option("0/1", help="Compute only shard I of N ('I/N', contiguous); the "
+                                          "statistics follow when every shard is done."),
     weights: Optional[str] = typer.Option(None, help="Local weights file or directory."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Random weights."),
     seed: int = typer.Option(0, help="Seed of the random weights."),
@@ -34,13 +36,19 @@ def second_order(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Second-order effects of every neuron of one MLP layer; rerun the same command to resume."""
+    from ..recording import parse_shard
     from .compute import SecondOrderConfig, compute_second_order
 
+    i, n = parse_shard(shard)
     cfg = SecondOrderConfig(layer=layer, scale=scale, top_k=top_k, batch_size=batch_size,
                             num_workers=workers, device=device, weights=weights,
                             random_weights=random_weights, seed=seed,
-                            checkpoint_every=checkpoint_every)
+                            checkpoint_every=checkpoint_every, shard=i, n_shards=n)
     res = compute_second_order(model, data, out, cfg, show_progress=not quiet)
+    if res is None:
+        typer.echo(f"shard {i}/{n} done; the statistics are computed when every shard has finished "
+                   f"(run the same command with the other --shard values)")
+        return
     s = res.meta["summary"]
     ev = res.explained_variance
     typer.echo(f"second-order effects of {res.n_neurons} neurons of {res.layer} over {s['n_ok']} "

@@ -1,9 +1,11 @@
 """`compute_second_order`: the second-order effects of every neuron of one MLP layer over a probe set,
 stored in RUN/lens/second-order/LAYER/ (format: docs/run-format.md, written through neuronatlas.run).
 
-Pass 1 (the model runs): per batch, the factored effects (coefficients, N x K per image) go straight
-to disk and their sum to a running total; a checkpoint after every `checkpoint_every` batches
-makes an interrupted run resume from the last one. Pass 2 (no model): the mean effect, every image's
+Pass 1 (the model runs, on the shard loop `record` uses: lens/effects_pass.py): per batch, the
+factored effects (coefficients, N x K per image) go straight to disk and into an exact running sum;
+a checkpoint after every `checkpoint_every` batches makes an interrupted run resume from the last one,
+and `shard=I, n_shards=N` computes one contiguous shard (pass 2 runs once every shard is done).
+Pass 2 (no model): the mean effect, every image's
 centred effect norm (from the coefficients and per-neuron K x K Gram matrices of the head vectors),
 the running top-k per neuron with its coefficient rows, then the rank-1 approximation from them.
 Memory is flat in the number of images: (N, K) sums, (N, k, K) top rows, one batch of coefficients.
@@ -23,6 +25,7 @@ from ..errors import UserError
 from .rank1 import first_components
 from ..recording.top_rows import TopRows
 from .effects import SCALES, SecondOrderLens
+from .effects_pass import merge_effects, missing_shards, run_effects_shard
 from .vit import ClipViT
 
 FORMAT_VERSION = 1
@@ -43,6 +46,8 @@ class SecondOrderConfig:
     seed: int = 0  # for random weights
     checkpoint_every: int = 4  # batches per checkpoint block
     stats_block: int = 256  # images per block in pass 2
+    shard: int = 0  # compute only this contiguous shard of pass 1 ...
+    n_shards: int = 1  # ... of this many; pass 2 runs when all are done
 
     def __post_init__(self):
         if self.scale not in SCALES:
@@ -51,6 +56,9 @@ class SecondOrderConfig:
             raise UserError(f"--top-k must be at least 2 (it was {self.top_k})")
         if self.batch_size < 1 or self.checkpoint_every < 1:
             raise UserError("--batch-size and --checkpoint-every must be at least 1")
+        if not 0 <= self.shard < self.n_shards:
+            raise UserError(f"shard {self.shard}/{self.n_shards} does not exist: use I/N with "
+                            f"0 <= I < N")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -78,8 +86,9 @@ def load_lens(model, cfg: SecondOrderConfig, device=None):
 
 
 def compute_second_order(model, data, out: Path | str, cfg: SecondOrderConfig = SecondOrderConfig(),
-                         show_progress: bool = True) -> rundir.SecondOrderResult:
-    """Compute (or resume, or just open when finished) the second-order effects of `cfg.layer`."""
+                         show_progress: bool = True, engine=None) -> rundir.SecondOrderResult | None:
+    """Compute (or resume, or just open when finished) the second-order effects of `cfg.layer`.
+    Returns None when this was one shard and others are still missing (like `record`)."""
     from ..data import open_probe
 
     target, lens = load_lens(model, cfg)
@@ -92,12 +101,16 @@ def compute_second_order(model, data, out: Path | str, cfg: SecondOrderConfig = 
     meta = store.create_or_verify(_meta(target, probe, lens, cfg))
     if meta.get("status") == "complete":
         return rundir.SecondOrderResult(out, lens.unit_layer)
-    n_ok, failed = _pass_coefficients(lens, target, probe, store, cfg, show_progress)
+    run_effects_shard(lens, target, probe, store, cfg, show_progress, engine)
+    if missing_shards(store, cfg.n_shards):
+        return None
+    mean_coef, n_ok, failed = merge_effects(store, len(probe), lens.n_neurons, lens.n_heads,
+                                            cfg.n_shards)
     if n_ok < cfg.top_k:
         raise UserError(f"only {n_ok} of {len(probe)} images could be read, fewer than --top-k "
                         f"{cfg.top_k}; see the failures in {store.dir / 'images.parquet'}")
     _write_images(store, probe, failed)
-    _pass_statistics(lens, store, len(probe), n_ok, cfg, show_progress)
+    _pass_statistics(lens, store, len(probe), mean_coef, cfg, show_progress)
     store.update_meta(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                       summary={"n_images": len(probe), "n_ok": n_ok, "n_unreadable": len(failed)})
     return rundir.SecondOrderResult(out, lens.unit_layer)
@@ -105,10 +118,10 @@ def compute_second_order(model, data, out: Path | str, cfg: SecondOrderConfig = 
 
 def lens_for(result: rundir.SecondOrderResult, device=None):
     """(target, lens) of the model and layer a stored result was computed with."""
-    from ..describe.text_decomposition import target_of
-
     m = result.meta
     cfg = SecondOrderConfig(**{**m["config"], "device": device or m["config"].get("device")})
+    from ..describe.text_decomposition import target_of
+
     return load_lens(target_of(result), cfg)
 
 
@@ -133,7 +146,8 @@ def _meta(target, probe, lens: SecondOrderLens, cfg: SecondOrderConfig) -> dict:
         "format": rundir.SECOND_ORDER_FORMAT, "format_version": FORMAT_VERSION, "status": "computing",
         "key": {"model": model_key,
                 "probe": {"kind": probe.kind, "fingerprint": probe.fingerprint(), "count": len(probe)},
-                "layer": lens.unit_layer, "scale": cfg.scale, "top_k": cfg.top_k},
+                "layer": lens.unit_layer, "scale": cfg.scale, "top_k": cfg.top_k,
+                "n_shards": cfg.n_shards},
         "probe": {"spec": probe.spec},
         "block": lens.layer, "heads": [list(h) for h in lens.heads], "n_neurons": lens.n_neurons,
         "out_dim": lens.out_dim, "family": lens.vit.family, "config": cfg.to_json(),
@@ -141,56 +155,6 @@ def _meta(target, probe, lens: SecondOrderLens, cfg: SecondOrderConfig) -> dict:
                      "torch": torch.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-
-
-# -- pass 1: coefficients to disk ------------------------------------------------------------------
-def _pass_coefficients(lens, target, probe, store, cfg, show_progress) -> tuple[int, list]:
-    from ..data import iter_batches
-    from ..recording.progress import Progress
-
-    N, K, n = lens.n_neurons, lens.n_heads, len(probe)
-    ck = store.load_checkpoint()
-    if ck is None:
-        state = {"coef_sum": np.zeros((N, K))}
-        prog = {"position": 0, "n_ok": 0, "failed": []}
-    else:
-        state, prog = ck
-    if prog.get("done"):
-        return prog["n_ok"], prog["failed"]
-    writer = store.coefficient_writer(n, N, K)
-    bar = Progress(f"second-order effects of {lens.unit_layer}", n, prog["position"],
-                   enabled=show_progress)
-    coef_sum = torch.as_tensor(state["coef_sum"], dtype=torch.float64)
-
-    def checkpoint():
-        writer.flush()
-        store.save_checkpoint({"coef_sum": coef_sum.numpy()}, prog)
-
-    try:
-        todo = np.arange(prog["position"], n)
-        for j, batch in enumerate(iter_batches(probe, target.preprocess.transform(), todo,
-                                               cfg.batch_size, cfg.num_workers)):
-            rows = np.full((len(batch.indices) + len(batch.failed), N * K), np.nan, np.float32)
-            if len(batch.indices):
-                co = lens.coefficients(batch.pixels.to(lens.vit.device))
-                c = co.coef_BNK.float().cpu()
-                coef_sum += c.double().sum(0)
-                pos = batch.indices - prog["position"]
-                rows[pos] = c.reshape(len(pos), -1).numpy()
-            # batches are contiguous in probe order: failed images keep their NaN row
-            writer.write(prog["position"], rows)
-            prog["failed"] += [[int(i), r] for i, r in batch.failed]
-            prog["n_ok"] += len(batch.indices)
-            prog["position"] += len(rows)
-            bar.advance(len(rows))
-            if (j + 1) % cfg.checkpoint_every == 0:
-                checkpoint()
-        prog["done"] = True
-        checkpoint()
-    finally:
-        bar.close()
-        writer.close()
-    return prog["n_ok"], prog["failed"]
 
 
 def _write_images(store, probe, failed) -> None:
@@ -206,12 +170,11 @@ def _write_images(store, probe, failed) -> None:
 
 
 # -- pass 2: mean, norms, top-k, rank-1 ------------------------------------------------------------
-def _pass_statistics(lens, store, n_images: int, n_ok: int, cfg, show_progress) -> None:
+def _pass_statistics(lens, store, n_images: int, mean_coef: np.ndarray, cfg, show_progress) -> None:
     import pandas as pd
 
     N, K, k = lens.n_neurons, lens.n_heads, cfg.top_k
-    state, _ = store.load_checkpoint()
-    mean_coef = torch.as_tensor(state["coef_sum"] / n_ok)  # (N, K) float64
+    mean_coef = torch.as_tensor(mean_coef)  # (N, K) float64
     u = lens.head_vectors.detach().float().cpu()  # (K, N, D)
     gram = torch.cat([torch.einsum("knd,lnd->nkl", u[:, s:s + 256].double(), u[:, s:s + 256].double())
                       for s in range(0, N, 256)])  # (N, K, K): |c . u_n|^2 = c G_n c

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError, near_matches
-from .storage import (RowWriter, _atomic_write, disk_errors, load_checkpoint,
-                      refuse_other_identity, save_checkpoint, write_json, write_table)
+from .storage import (RowWriter, _atomic_write, disk_errors, refuse_other_identity, write_json,
+                      write_table)
 
 
 # -- the second-order lens (written by neuronatlas.lens, documented in docs/run-format.md) ----------
@@ -53,20 +53,15 @@ class SecondOrderStore:
         write_json(self.meta_path, meta)
         return meta
 
-    def coefficient_writer(self, n_images: int, n_neurons: int, n_heads: int) -> RowWriter:
-        """(n_images, N * K) float32 rows, row i = image i's (N, K) coefficients, row-major."""
-        return RowWriter(self.dir / self.COEFFICIENTS, n_images, n_neurons * n_heads)
+    @property
+    def coefficients_path(self) -> Path:
+        """(n_images, N * K) float32 rows, row i = image i's (N, K) coefficients, row-major;
+        assembled from the shards' rows (RUN/lens/second-order/LAYER/partials/SHARD/acts/)."""
+        return self.dir / self.COEFFICIENTS
 
     def coefficients(self, n_neurons: int, n_heads: int) -> np.ndarray:
-        arr = np.load(self.dir / self.COEFFICIENTS, mmap_mode="r")
+        arr = np.load(self.coefficients_path, mmap_mode="r")
         return arr.reshape(arr.shape[0], n_neurons, n_heads)
-
-    def save_checkpoint(self, state: dict[str, np.ndarray], progress: dict) -> None:
-        save_checkpoint(self.dir, {"state": state}, progress)
-
-    def load_checkpoint(self) -> tuple[dict[str, np.ndarray], dict] | None:
-        ck = load_checkpoint(self.dir)
-        return None if ck is None else (ck[0].get("state", {}), ck[1])
 
     def write_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         for name, arr in arrays.items():

@@ -85,6 +85,27 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path, result, world
     assert calls["n"] == 7 and again.meta["status"] == "complete"
 
 
+def test_shards_merge_to_the_one_pass_result(tmp_path, result, world_clip_target):
+    """Pass 1 in three shards (the shared shard loop, as `record --shard`): nothing is final until
+    the last shard is done, then every stored array equals the one-process result bit for bit."""
+    from dataclasses import replace
+
+    for shard in (2, 0):
+        cfg = replace(CFG, shard=shard, n_shards=3)
+        assert compute_second_order(world_clip_target, DATA, tmp_path, cfg, show_progress=False) is None
+    with pytest.raises(UserError, match="not complete"):
+        open_second_order(tmp_path)
+    merged = compute_second_order(world_clip_target, DATA, tmp_path, replace(CFG, shard=1, n_shards=3),
+                                  show_progress=False)
+    for name in ("coefficients", "mean_coefficient", "norms", "top_index", "top_norms", "pc",
+                 "mean_effect", "threshold"):
+        a, b = np.asarray(getattr(merged, name)), np.asarray(getattr(result, name))
+        assert a.tobytes() == b.tobytes(), name
+    assert merged.meta["summary"] == result.meta["summary"]
+    with pytest.raises(UserError, match="shard 3/3 does not exist"):
+        replace(CFG, shard=3, n_shards=3)
+
+
 def test_refuses_to_mix_and_explains_missing_results(tmp_path, result, world_clip_target):
     run = result.store.run
     with pytest.raises(UserError, match="different top_k"):
@@ -166,3 +187,12 @@ def test_cli_second_order_and_ablate(tmp_path):
     r = runner.invoke(app, ["lens", "second-order", "zoo:world-clip", "--layer", "9", "--data",
                             "world:n=40,size=32", "--out", str(out), "-q"])
     assert r.exit_code != 0 and "out of range" in str(r.exception)
+    sharded = tmp_path / "sharded"  # --shard I/N: the same arrays as one process
+    for shard, says in (("1/2", "shard 1/2 done"), ("0/2", "second-order effects of 512 neurons")):
+        r = runner.invoke(app, ["lens", "second-order", "zoo:world-clip", "--layer", "2", "--data",
+                                "world:n=40,size=32,seed=1", "--out", str(sharded), "--top-k", "5",
+                                "--workers", "0", "-q", "--shard", shard])
+        assert r.exit_code == 0 and says in r.output, r.output
+    a, b = open_second_order(sharded), open_second_order(out)
+    assert np.asarray(a.norms).tobytes() == np.asarray(b.norms).tobytes()
+    assert np.asarray(a.pc).tobytes() == np.asarray(b.pc).tobytes()
