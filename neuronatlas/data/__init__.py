@@ -33,6 +33,8 @@ EMPTY_HINTS = {
     "filelist": "add one image path per line (blank lines and # comments are ignored)",
     "tar": "the shards need image members named KEY.jpg, KEY.png... (webdataset layout)",
     "hf": "the dataset has no rows; check the split or filter that produced it",
+    "coco": "no image passes the filter (paper: <= 3 annotations and a single instance of area "
+            "1000-2000 px^2); add ,filter=none to keep every image with an object",
 }
 
 

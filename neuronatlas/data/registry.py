@@ -11,4 +11,5 @@ SOURCES: dict[str, str] = {
     "world": "neuronatlas.data.world.source:open_source",
     "photos": "neuronatlas.data.photos:open_source",
     "broden": "neuronatlas.data.broden:open_source",  # a Broden-format folder (with concept masks)
+    "coco": "neuronatlas.data.coco:open_source",  # COCO instances JSON + images (per-object masks)
 }

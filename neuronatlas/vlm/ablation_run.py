@@ -72,17 +72,45 @@ class AblationConfig:
 
 @dataclass
 class Item:
+    """One object asked about: world objects have colour and shape; COCO objects a category."""
+
     index: int
     obj: int
-    color: str
-    shape: str
-    mask: np.ndarray = field(repr=False)
+    color: str | None
+    shape: str | None
+    mask: np.ndarray = field(repr=False)  # at the model's input size (as the model sees the image)
     unique_pair: bool = True
     unique_shape: bool = True
+    category: str | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.color} {self.shape}"
+        return self.category if self.category is not None else f"{self.color} {self.shape}"
+
+
+def probe_items(subject: VlmSubject, probe, index: int) -> list[Item]:
+    """The objects of image `index` with masks as the model sees them (world or COCO)."""
+    size = int(subject.config.vision_config.image_size)
+    if hasattr(probe, "scene"):
+        return world_items(probe, index, size)
+    if hasattr(probe, "objects"):
+        return coco_items(subject, probe, index)
+    raise UserError(f"token ablation and knockout need images with object masks: use a world: or "
+                    f"coco: probe set (got {probe.spec})")
+
+
+def coco_items(subject: VlmSubject, probe, index: int) -> list[Item]:
+    """COCO objects, masks mapped through the model's own resize / crop (crop correction: an object
+    the crop cuts away has an empty mask and is skipped)."""
+    from PIL import Image
+
+    out = []
+    for ann_id, name, mask in probe.objects(index):
+        seen = np.asarray(subject.seen(Image.fromarray(mask.astype(np.uint8) * 255).convert("RGB")))
+        m = seen[..., 0] > 127
+        if m.any():
+            out.append(Item(index, ann_id, None, None, m, True, False, category=name))
+    return out
 
 
 def world_items(probe, index: int, size: int) -> list[Item]:
@@ -106,7 +134,10 @@ def world_items(probe, index: int, size: int) -> list[Item]:
 
 
 def names_object(caption: str, item: Item) -> bool:
-    """One object phrase of a caption (split at ' and ') has the object's colour and shape words."""
+    """One object phrase of a caption (split at ' and ') has the object's colour and shape words;
+    a COCO object: its category name is in the caption (the reference's rule)."""
+    if item.category is not None:
+        return item.category.lower() in caption.lower()
     return any(f" {item.color} " in f" {p} " and f" {item.shape}" in f" {p} "
                for p in caption.lower().split(" and "))
 
@@ -124,8 +155,8 @@ def question(subject: VlmSubject, cfg: AblationConfig, setting: str, item: Item)
         template = cfg.polling or ("is there a {c}?" if subject.name == "zoo:world-llava"
                                    else "Is there a {c} in the image?")
         return template.format(c=item.name), "yes", token_id(subject, "yes")
-    if setting == "vqa":
-        if not item.unique_shape:
+    if setting == "vqa":  # world objects only (COCO has no questions here)
+        if not item.unique_shape or item.shape is None:
             return None
         return f"what color is the {item.shape}?", item.color, token_id(subject, item.color)
     return None, item.name, None  # generative: the caption prompt
@@ -184,11 +215,10 @@ def _prob(answers, j: int, q) -> float:
 
 
 def ablate_batch(subject, cfg, probe, indices, vector) -> list[dict]:
-    size = int(subject.config.vision_config.image_size)
     pix = {i: subject.transform(probe.read_image(i)) for i in indices}
     feats = image_features(subject, torch.stack([pix[i] for i in indices]))
     feats = {i: feats[j] for j, i in enumerate(indices)}
-    items = [it for i in indices for it in world_items(probe, i, size)]
+    items = [it for i in indices for it in probe_items(subject, probe, i)]
     rows: list[dict] = []
     for setting in cfg.settings:
         qs = [(it, question(subject, cfg, setting, it)) for it in items]

@@ -25,7 +25,7 @@ from ..data import open_probe
 from ..errors import UserError
 from ..run.vlm import ExperimentStore
 from .ablation import object_tokens
-from .ablation_run import question, right, world_items
+from .ablation_run import probe_items, question, right
 from .answers import greedy
 from .knockout import block_matrix, knocked_out, parse_windows, windows
 from .subject import VlmSubject, language_parts
@@ -90,9 +90,8 @@ def destinations(subject: VlmSubject, cfg: KnockoutConfig, ids_T: torch.Tensor, 
 
 
 def knockout_batch(subject, cfg, probe, indices, wins) -> list[dict]:
-    size = int(subject.config.vision_config.image_size)
     pix = {i: subject.transform(probe.read_image(i)) for i in indices}
-    items = [it for i in indices for it in world_items(probe, i, size)]
+    items = [it for i in indices for it in probe_items(subject, probe, i)]
     rows: list[dict] = []
     for setting in cfg.settings:
         qs = [(it, question(subject, cfg, setting, it)) for it in items]
