@@ -8,7 +8,8 @@ Architectures (TopK default, ReLU + L1, JumpReLU, BatchTopK) are one file each b
 `SparseAutoencoder`; files are SAELens's format (cfg.json + sae_weights.safetensors).
 """
 
-from .base import ARCHITECTURES, SparseAutoencoder, build_sae, register_architecture
+from .architectures import build_sae
+from .base import ARCHITECTURES, SparseAutoencoder, register_architecture
 from .config import SAEConfig, TrainConfig
 from .format import load_sae, save_sae
 

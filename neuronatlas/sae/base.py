@@ -15,7 +15,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..errors import UserError
 from .config import SAEConfig
 
 ARCHITECTURES: dict[str, type["SparseAutoencoder"]] = {}
@@ -29,15 +28,6 @@ def register_architecture(cls: type["SparseAutoencoder"]) -> type["SparseAutoenc
                          f"{ARCHITECTURES[name].__module__}")
     ARCHITECTURES[name] = cls
     return cls
-
-
-def build_sae(cfg: SAEConfig, seed: int = 0) -> "SparseAutoencoder":
-    from . import architectures  # noqa: F401  (registers the built-in ones)
-
-    if cfg.architecture not in ARCHITECTURES:
-        raise UserError(f"unknown SAE architecture '{cfg.architecture}': known are "
-                        f"{', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[cfg.architecture](cfg, seed=seed)
 
 
 class SparseAutoencoder(nn.Module):

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from .base import SparseAutoencoder, build_sae
+from .architectures import build_sae
+from .base import SparseAutoencoder
 from .config import SAEConfig, write_json
 
 CFG_FILE, WEIGHTS_FILE, OURS_FILE = "cfg.json", "sae_weights.safetensors", "neuronatlas.json"

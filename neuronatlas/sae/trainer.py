@@ -17,7 +17,8 @@ import torch
 
 from ..errors import UserError
 from ..faults import fault_point
-from .base import SparseAutoencoder, build_sae
+from .architectures import build_sae
+from .base import SparseAutoencoder
 from .buffer import ShuffleBuffer, geometric_median
 from .config import SAEConfig, TrainConfig
 
