@@ -8,7 +8,7 @@ CLIPModel) and `zoo:world-llava` (a small LlavaForConditionalGeneration).
 - arch/: what inference needs (configs, build, tokenizer, encoders / greedy answers, checkpoint
   files). A low layer, right above `data`: the zoo, backends, lens and vlm use it.
 - zoo.py: the `zoo:world-clip` / `zoo:world-llava` factories (Targets with their scorer).
-- train/: plans as data, one training loop, held-out metrics, model cards, `neuronatlas zoo
+- train/: plans as data (weights/NAME/plans.json), one training loop, held-out metrics, model cards, `neuronatlas zoo
   train|eval NAME`. The top layer; inference never imports it.
 
 Weights live in `neuronatlas/worldmodels/weights/{world-clip,world-llava}/` with a MODEL_CARD.md.

@@ -78,20 +78,55 @@ print(sorted(m for m in sys.modules if m.startswith("neuronatlas.worldmodels")))
     assert not [m for m in loaded if m.startswith("neuronatlas.worldmodels.train")], loaded
 
 
-def test_plans_are_plain_data_and_the_committed_ones_match_the_weights():
+def test_plans_are_data_next_to_the_weights_and_the_committed_ones_made_them():
+    """Every plan is read from weights/NAME/plans.json (plain JSON data); the committed plan is the
+    one in the committed checkpoint's plan.json, and its input size is the checkpoint's."""
     from neuronatlas.worldmodels.arch.clip import COMMITTED_PATCH, COMMITTED_SIZE
-    from neuronatlas.worldmodels.train.plans import CLIP_PLAN, CLIP_PLANS, LLAVA_PLAN, LLAVA_PLANS
+    from neuronatlas.worldmodels.train.plans import (CLIP_PLAN, CLIP_PLANS, LLAVA_PLAN, LLAVA_PLANS, PLAN_FILE,
+                                                     PLANS_FILE, read_plans, resolve_plan)
 
-    for plan in list(CLIP_PLANS.values()) + list(LLAVA_PLANS.values()):
-        text = json.dumps(plan, sort_keys=True)  # only numbers, strings, lists and dicts
-        assert json.dumps(json.loads(text), sort_keys=True) == text
-    assert CLIP_PLANS["v4"] is CLIP_PLAN and LLAVA_PLANS["v9"] is LLAVA_PLAN
+    for name, plans, committed in [("world-clip", CLIP_PLANS, CLIP_PLAN), ("world-llava", LLAVA_PLANS, LLAVA_PLAN)]:
+        with open(os.path.join(weights_dir(name), PLANS_FILE)) as f:
+            doc = json.load(f)
+        assert doc["plans"] == plans and doc["plans"][doc["committed"]] == committed
+        assert set(doc["notes"]) == set(plans)  # every plan says what it tried
+        assert read_plans(name)[1] == doc["committed"]
+        path = os.path.join(weights_dir(name), PLAN_FILE)
+        if os.path.isfile(os.path.join(weights_dir(name), "model.safetensors")):
+            with open(path) as f:
+                assert json.load(f) == json.loads(json.dumps(resolve_plan(name)))
+    assert (CLIP_PLANS["v4"], LLAVA_PLANS["v9"]) == (CLIP_PLAN, LLAVA_PLAN)
     assert (CLIP_PLAN["image_size"], CLIP_PLAN["patch"]) == (COMMITTED_SIZE, COMMITTED_PATCH)
     path = os.path.join(weights_dir("world-clip"), "config.json")
     if os.path.isfile(path):
         with open(path) as f:
             vision = json.load(f)["vision_config"]
         assert (vision["image_size"], vision["patch_size"]) == (COMMITTED_SIZE, COMMITTED_PATCH)
+
+
+def test_a_trained_checkpoint_gets_its_plan_next_to_it(tmp_path, monkeypatch):
+    """finish() (what `zoo train` runs after the loop) writes OUT/plan.json, the full plan, with the
+    options a plan left out filled in (an earlier llava plan: binding off), next to the checkpoint,
+    its metrics and its card. A tiny random world-llava, evaluated on 8 held-out scenes."""
+    from neuronatlas.worldmodels.arch.checkpoint import save
+    from neuronatlas.worldmodels.arch.clip import TINY, build_model as build_clip
+    from neuronatlas.worldmodels.arch.llava import TINY_TEXT, build_model
+    from neuronatlas.worldmodels.arch.tokenizer import build_tokenizer
+    from neuronatlas.worldmodels.train import commands
+    from neuronatlas.worldmodels.train.plans import LLAVA_PLANS, PLAN_FILE, resolve_plan
+
+    torch.set_num_threads(1)
+    out = str(tmp_path / "llava")
+    save(build_model(build_clip(TINY), TINY_TEXT), build_tokenizer(), out)
+    real = commands.evaluate
+    monkeypatch.setattr(commands, "evaluate", lambda name, weights: real(name, weights, n=8))
+    commands.finish("world-llava", out, [dict(step=1, loss=1.0)], 1.0, 0, 1, LLAVA_PLANS["v2"],
+                    log=lambda *a: None)
+    with open(os.path.join(out, PLAN_FILE)) as f:
+        back = json.load(f)
+    assert back == json.loads(json.dumps(resolve_plan("world-llava", LLAVA_PLANS["v2"])))
+    assert back["bind_weight"] == 0.0 and back["steps"] == LLAVA_PLANS["v2"]["steps"]
+    assert {"metrics.json", "MODEL_CARD.md", "train_log.jsonl"} <= set(os.listdir(out))
 
 
 def test_zoo_train_through_the_main_cli_names_the_plans():

@@ -72,10 +72,10 @@ def finish(name: str, out_dir: str, history: list, wall: float, seed: int, threa
         json.dump(metrics, f, indent=1)
     log(json.dumps(metrics))
     from .card import write_card
+    from .plans import resolve_plan, write_plan
 
-    from .plans import resolve_clip_plan, resolve_llava_plan
-
-    full = resolve_clip_plan(plan) if name == "world-clip" else resolve_llava_plan(plan)
+    full = resolve_plan(name, plan)
+    write_plan(out_dir, full)  # the plan that made these weights, next to them
     write_card(name, out_dir, metrics, full, threads)
     return metrics
 
@@ -108,7 +108,8 @@ def train_cmd(name: str = typer.Argument(..., help="world-clip or world-llava"),
               seed: int = typer.Option(0, "--seed", help="Training seed."),
               threads: int = typer.Option(2, "--threads", help="torch threads (1 on a busy machine)."),
               plan: Optional[str] = typer.Option(None, "--plan", help="Schedule: world-clip v1 | v3 | v4, "
-                                                 "world-llava v1 - v9 (default: the committed one)."),
+                                                 "world-llava v1 - v9 (default: the committed one; "
+                                                 "every plan is in weights/NAME/plans.json)."),
               clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="world-llava: "
                                                          "the world-clip directory whose warm-up tower "
                                                          "(warmup_vision.safetensors) it starts from "
