@@ -137,7 +137,7 @@ def _check_recorded_model(out, target) -> None:
 
 
 def _meta(target, probe, lens: SecondOrderLens, cfg: SecondOrderConfig) -> dict:
-    import neuronatlas
+    from ..recording.meta import package_versions  # the version a recording stores too
 
     model_key = {"spec": target.spec, "weights": target.weights}
     if target.weights == "random":
@@ -151,7 +151,7 @@ def _meta(target, probe, lens: SecondOrderLens, cfg: SecondOrderConfig) -> dict:
         "probe": {"spec": probe.spec},
         "block": lens.layer, "heads": [list(h) for h in lens.heads], "n_neurons": lens.n_neurons,
         "out_dim": lens.out_dim, "family": lens.vit.family, "config": cfg.to_json(),
-        "versions": {"neuronatlas": getattr(neuronatlas, "__version__", "dev"),
+        "versions": {"neuronatlas": package_versions().get("neuronatlas", "dev"),
                      "torch": torch.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
