@@ -19,7 +19,7 @@ _API = {
     "finalize": ("neuronatlas.recording.merge", "finalize"),
     "load_target": ("neuronatlas.models", "load_target"),
     "open_probe": ("neuronatlas.data", "open_probe"),
-    "exemplars": ("neuronatlas.atlas.exemplars", "exemplars"),
+    "exemplars": ("neuronatlas.recording.exemplars", "exemplars"),
     "exemplar_grids": ("neuronatlas.atlas.exemplars", "exemplar_grids"),
     "UserError": ("neuronatlas.errors", "UserError"),
 }

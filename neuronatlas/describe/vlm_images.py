@@ -2,7 +2,7 @@
 one by one (mode B) or as one grid (mode A).
 
 Plain exemplars are the probe images as stored (no model is run). Heatmap exemplars re-run the
-model (`atlas.exemplars`) for the unit's spatial map, upsampled to the pixels the model saw, coloured
+model (`recording.exemplars`) for the unit's spatial map, upsampled to the pixels the model saw, coloured
 with one scale shared by the unit's tiles (so "brighter" means the same everywhere) and blended at
 `alpha`. Layers without a spatial map (vector units) fall back to plain images. Tiles carry no
 titles: the VLM sees pixels only, never activations or ids.
@@ -45,7 +45,7 @@ def unit_tiles(run, unit: str, k: int, heatmap: bool, probe, target=None,
         return [Tile(int(r.rank), int(r.index), str(r.image_id), float(r.value),
                      probe.read_image(int(r.index)).convert("RGB"), False)
                 for r in table.itertuples(index=False)]
-    from ..atlas.exemplars import exemplars
+    from ..recording.exemplars import exemplars
 
     ex = exemplars(run, unit, "top", k, target=target, probe=probe)
     maps = [e.heatmap for e in ex if e.heatmap is not None]

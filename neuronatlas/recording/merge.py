@@ -20,7 +20,7 @@ from .. import run as rundir
 from ..errors import UserError
 from ..faults import fault_point
 from .accumulator import LayerAccumulator
-from .recorder import shard_indices
+from .loop import shard_indices
 from .stats import hist_edges
 
 QUANTILES = (0.01, 0.5, 0.99)

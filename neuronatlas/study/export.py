@@ -226,7 +226,8 @@ def export_study(run: Run | str, out: str | Path, mapping: str | Path,
                  config: ExportConfig = ExportConfig(), target=None, probe=None,
                  show_progress: bool = True) -> dict:
     """Write the annotators' folder `out` and the mapping file; returns the mapping document."""
-    from ..atlas.exemplars import exemplars_at, grid_image
+    from ..atlas.exemplars import grid_image
+    from ..recording.exemplars import exemplars_at
     from ..recording.replay import probe_for_run, target_for_run
     from ..recording.progress import Progress
     from .form import write_form, write_readme, write_sheet
