@@ -282,12 +282,14 @@ _register_zoo()
 def _register_features() -> None:
     """Command groups that live with their feature: `study`, `atlas`, `lens`."""
     from .atlas.cli import atlas
+    from .explain.cli import explain_command
     from .lens.cli import lens_app
     from .sae.cli import sae_app
     from .study.cli import study_app
 
     app.add_typer(study_app, name="study", help="Blind human studies: export, import, report.")
     app.command()(atlas)
+    app.command("explain")(explain_command)
     app.add_typer(lens_app, name="lens", help="CLIP second-order lens: neuron effects through later "
                                               "attention heads, rank-1 PCs, ablations, text "
                                               "decomposition, segmentation, adversarial images.")

@@ -52,6 +52,18 @@ class Layout:
             return x.transpose(1, 2)
         return x.reshape(x.shape[0], -1, 1)
 
+    def uncanonical(self, acts_BUS: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """The inverse of `canonical`: (B, U, S) back to the raw layout of `raw` (B, ...)."""
+        b = acts_BUS.shape[0]
+        if self.kind == "conv":
+            if self.channels_last:
+                return acts_BUS.transpose(1, 2).reshape(b, *raw.shape[1:])
+            return acts_BUS.reshape(b, *raw.shape[1:])
+        if self.kind == "tokens":
+            x = acts_BUS.transpose(1, 2)  # (B, T, U)
+            return x.permute(1, 0, 2).contiguous() if self.seq_first else x.contiguous()
+        return acts_BUS.reshape(b, *raw.shape[1:])
+
     def spatial_map(self, acts_BUS: torch.Tensor) -> torch.Tensor:
         """(B, U, S) -> (B, U, h, w) over the patch grid only (CLS / registers dropped)."""
         if self.grid is None:

@@ -71,21 +71,9 @@ def _replace_hook(point, tokens: str, fn):
         b, u = sel.shape[0], sel.shape[1]
         rows = sel.transpose(1, 2).reshape(-1, u)
         acts[:, :, pos] = fn(rows).to(acts.dtype).reshape(b, -1, u).transpose(1, 2)
-        new = _uncanonical(layout, acts, raw)
+        new = layout.uncanonical(acts, raw)
         return (new, *out[1:]) if isinstance(out, (tuple, list)) else new
     return hook
-
-
-def _uncanonical(layout, acts_BUS: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-    if layout.kind == "conv":
-        if layout.channels_last:
-            b, u = acts_BUS.shape[:2]
-            return acts_BUS.transpose(1, 2).reshape(raw.shape)
-        return acts_BUS.reshape(raw.shape)
-    if layout.kind == "tokens":
-        x = acts_BUS.transpose(1, 2)  # (B, T, U)
-        return x.permute(1, 0, 2).contiguous() if layout.seq_first else x.contiguous()
-    return acts_BUS.reshape(raw.shape)
 
 
 @torch.no_grad()
