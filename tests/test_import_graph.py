@@ -39,6 +39,7 @@ LAYERS = [
     "vlm",
     "sae",
     "agent",
+    "explain",              # per-image explanations: attribution, the chain, the sentence
     "atlas",                # people-facing: the web atlas, exemplar grids
     "study",                # blind studies (their grids are drawn with atlas's)
     "worldmodels.train",    # training the world models (plans, loop, metrics, cards)
