@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..run import Run, open_run
 from .index import ensure_index
-from .lens_view import export_lens, has_logit_lens, lens_only
+from .lens_view import export_lens, has_vlm_results, lens_only
 from .pages import EXPORT_URLS, STATIC, shell_html, unit_detail
 from .queries import AtlasIndex
 from .tiles import TileRenderer
@@ -101,7 +101,7 @@ def export(run: Run | str | Path, out: str | Path, images="auto", progress: bool
     for name in ("app.js", "app.css"):
         shutil.copyfile(STATIC / name, out / "assets" / name)
     config = {"mode": "static", "assets": "assets", "run": run.path.name}
-    if has_logit_lens(run.path):
+    if has_vlm_results(run.path):
         config["lens"] = "vlm/index.html"
         export_lens(run.path, out / "vlm", progress=progress)
     (out / "index.html").write_text(shell_html(config, f"neuronatlas: {run.path.name}"),

@@ -5,7 +5,8 @@ Per image: a tokens x layers table (rows: the prompt's positions, image tokens l
 <IMG001>..; columns: layer 0 = the embedding output, then every decoder layer), each cell the top-1
 token and its probability, the top-k in its tooltip. Hovering any cell, at any layer, highlights the
 token's patch on the image; a click locks the highlight (click again to release). Hovering a patch
-highlights its row. The index page searches image ids and the last layer's text and pages the list.
+highlights its row. The index page searches image ids and the last layer's text and pages the list;
+below it, every finished `vlm ablate` / `vlm knockout` experiment of the run: its plot and table.
 
 Served: /vlm/lens (index), /vlm/lens/INDEX (image), JSON at /api/vlm/lens[/INDEX], images at
 /vlm/lens-image/INDEX.png. Exported: DIR/vlm/index.html (hash routes #/INDEX), DIR/vlm/data/*.js
@@ -19,24 +20,58 @@ import shutil
 from pathlib import Path
 
 from ..errors import UserError
-from ..run.vlm import LensStore, has_logit_lens
+from ..run.vlm import LensStore, finished_experiments, has_logit_lens, has_vlm_results
 from .pages import STATIC, _escape
 
-__all__ = ["has_logit_lens", "lens_only", "lens_index", "lens_image", "lens_shell", "add_lens_routes",
+__all__ = ["has_logit_lens", "has_vlm_results", "experiments", "lens_only", "lens_index", "lens_image", "lens_shell", "add_lens_routes",
            "export_lens"]
 
 
 def lens_only(run_path) -> bool:
-    """A directory holding a logit lens but no recording (no run.json)."""
-    return not (Path(run_path) / "run.json").exists() and has_logit_lens(run_path)
+    """A directory holding vlm results (a logit lens, ablations, knockouts) but no recording."""
+    return not (Path(run_path) / "run.json").exists() and has_vlm_results(run_path)
 
 
-def lens_index(store: LensStore) -> dict:
+def _records(df) -> list[dict]:
+    import math
+
+    rows = df.to_dict("records")
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+            for r in rows]
+
+
+def experiments(run_path, png_url) -> list[dict]:
+    """The finished ablation / knockout experiments: their plot and result table."""
+    out = []
+    for e in finished_experiments(run_path):
+        meta = json.loads(e.meta_path.read_text())
+        table = e.table("curves" if e.kind == "ablation" else "summary")
+        plot = "curves" if e.kind == "ablation" else "profile"
+        out.append({"kind": e.kind, "name": e.name, "model": meta["key"]["model"],
+                    "data": meta.get("data_spec"), "plot": png_url(e.kind, e.name) if
+                    e.plot_path(plot).exists() else None, "columns": list(table.columns),
+                    "rows": _records(table)})
+    return out
+
+
+def experiment_plot(run_path, kind: str, name: str) -> Path | None:
+    for e in finished_experiments(run_path):
+        if e.kind == kind and e.name == name:
+            p = e.plot_path("curves" if kind == "ablation" else "profile")
+            return p if p.exists() else None
+    return None
+
+
+def lens_index(store: LensStore, png_url=lambda kind, name: None) -> dict:
+    exps = experiments(store.run, png_url)
+    if not has_logit_lens(store.run):
+        return {"model": exps[0]["model"] if exps else "", "data": None, "n_layers": 0, "top_k": 0,
+                "status": "none", "images": [], "experiments": exps}
     meta = store.meta()
     images = store.images()
     return {"model": meta["key"]["model"], "data": meta.get("data_spec"), "n_layers": meta["n_layers"],
             "top_k": meta["key"]["top_k"], "status": meta.get("status"),
-            "images": images.to_dict("records")}
+            "images": images.to_dict("records"), "experiments": exps}
 
 
 def lens_image(store: LensStore, index: int, image_url: str) -> dict | None:
@@ -86,9 +121,10 @@ def add_lens_routes(app, run_path: Path, atlas_home: str | None = "/") -> None:
     cache: dict = {}
 
     def index_data():
-        key = tuple(p.stat().st_mtime_ns for p in store.parts())
+        key = tuple(p.stat().st_mtime_ns for p in store.parts()) + tuple(
+            e.meta_path.stat().st_mtime_ns for e in finished_experiments(run_path))
         if cache.get("key") != key:  # a lens still being written shows its new parts
-            cache.update(key=key, value=lens_index(store))
+            cache.update(key=key, value=lens_index(store, lambda k, n: f"/vlm/experiment-plot/{k}/{n}.png"))
         return cache["value"]
 
     @app.get("/vlm/lens", response_class=HTMLResponse)
@@ -114,6 +150,14 @@ def add_lens_routes(app, run_path: Path, atlas_home: str | None = "/") -> None:
             return JSONResponse({"error": f"no logit lens of image {index} in this run"}, 404)
         return data
 
+    @app.get("/vlm/experiment-plot/{kind}/{name}")
+    def experiment_png(kind: str, name: str):
+        path = experiment_plot(run_path, kind, name.removesuffix(".png")) \
+            if name.endswith(".png") else None
+        if path is None:
+            return JSONResponse({"error": "no such plot"}, 404)
+        return FileResponse(path, media_type="image/png")
+
     @app.get("/vlm/lens-image/{name}")
     def lens_png(name: str):
         stem = name.removesuffix(".png")
@@ -132,8 +176,8 @@ def export_lens(run_path: Path, out: Path, atlas_home: str | None = "../index.ht
                 progress: bool = False) -> Path:
     """Write the viewer into `out` (opens from file://); returns its index.html."""
     store = LensStore(run_path)
-    if not has_logit_lens(run_path):
-        raise UserError(f"{run_path} has no logit lens to export")
+    if not has_vlm_results(run_path):
+        raise UserError(f"{run_path} has no logit lens, ablation or knockout to export")
     for sub in ("data", "img"):
         if (out / sub).exists():
             shutil.rmtree(out / sub)
@@ -145,7 +189,10 @@ def export_lens(run_path: Path, out: Path, atlas_home: str | None = "../index.ht
     config = {"mode": "static", "assets": "assets", "run": Path(run_path).name, "home": atlas_home}
     (out / "index.html").write_text(lens_shell(config, f"logit lens - {Path(run_path).name}"),
                                     encoding="utf-8")
-    idx = lens_index(store)
+    idx = lens_index(store, lambda k, n: f"img/{k}-{n}.png")
+    for e in idx["experiments"]:
+        if e["plot"]:
+            shutil.copyfile(experiment_plot(run_path, e["kind"], e["name"]), out / e["plot"])
     _write_js(out / "data" / "index.js", "index", idx)
     rows = idx["images"]
     if progress:

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import UserError
 from ..run import Run, open_run
 from .index import ensure_index
-from .lens_view import add_lens_routes, has_logit_lens, lens_only
+from .lens_view import add_lens_routes, has_vlm_results, lens_only
 from .pages import SERVER_URLS, STATIC, not_found_html, safe_join, shell_html, unit_detail
 from .queries import AtlasIndex, CompareQuery, UnitNotFound, UnitQuery
 from .tiles import TileRenderer
@@ -40,7 +40,7 @@ def create_app(run: Run | str | Path, renderer: TileRenderer | None = None):
                   openapi_url=None)
     app.state.run, app.state.index, app.state.renderer = run, index, renderer
     config = {"mode": "server", "assets": "/static", "run": run.path.name}
-    if has_logit_lens(run.path):
+    if has_vlm_results(run.path):
         config["lens"] = "/vlm/lens"
         add_lens_routes(app, run.path)
 

@@ -214,3 +214,20 @@ class ExperimentStore:
 
     def plot_path(self, name: str) -> Path:
         return self.dir / f"{name}.png"
+
+
+def finished_experiments(run: Path | str) -> list[ExperimentStore]:
+    """The complete ablation and knockout experiments of a run, by kind then name."""
+    out = []
+    for kind in ("ablation", "knockout"):
+        root = vlm_dir(run) / kind
+        for d in sorted(root.iterdir()) if root.is_dir() else []:
+            store = ExperimentStore(run, kind, d.name)
+            if store.meta_path.exists() and json.loads(store.meta_path.read_text()).get(
+                    "status") == "complete":
+                out.append(store)
+    return out
+
+
+def has_vlm_results(run: Path | str) -> bool:
+    return has_logit_lens(run) or bool(finished_experiments(run))

@@ -125,3 +125,49 @@ def test_recorded_run_gets_the_viewer_beside_its_atlas(run_copy, lens_run, tmp_p
     page_ = export(run_copy, tmp_path / "site", images="none", progress=False)
     assert (page_.parent / "vlm" / "index.html").exists()
     assert json.loads('"vlm/index.html"') in page_.read_text()
+
+
+@pytest.fixture(scope="module")
+def experiments_run(tmp_path_factory):
+    """A directory with only an ablation and a knockout of world-llava (no lens, no recording)."""
+    from neuronatlas.vlm.ablation_run import AblationConfig, run_ablation
+    from neuronatlas.vlm.knockout_run import KnockoutConfig, run_knockout
+    from neuronatlas.vlm.subject import load_subject
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("exp") / "run"
+    s = load_subject("zoo:world-llava")
+    data = "world:n=3,size=64,seed=100"
+    run_ablation(s, data, path, AblationConfig(settings=("polling",), token_sets=("object", "random"),
+                                               buffers=(0,), ks=(5,), mean_images=3), show_progress=False)
+    run_knockout(s, data, path, KnockoutConfig(sources=("object",), destinations=("last",), buffers=(0,),
+                                               windows="a=0-0,b=1-1"), show_progress=False)
+    return path
+
+
+def test_experiments_are_shown_served_and_exported(experiments_run, page, tmp_path):  # noqa: F811
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from neuronatlas.run.vlm import ExperimentStore
+
+    client = TestClient(create_app(experiments_run))
+    ix = client.get("/api/vlm/lens").json()
+    assert ix["images"] == [] and ix["status"] == "none"
+    assert [(e["kind"], e["name"]) for e in ix["experiments"]] == [("ablation", "default"),
+                                                                   ("knockout", "default")]
+    curves = ExperimentStore(experiments_run, "ablation", "default").table("curves")
+    got = pd.DataFrame(ix["experiments"][0]["rows"])[list(curves.columns)]
+    pd.testing.assert_frame_equal(got, curves, check_dtype=False)
+    png = client.get(ix["experiments"][1]["plot"])
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert client.get("/vlm/experiment-plot/ablation/nope.png").status_code == 404
+    index_html = export(experiments_run, tmp_path / "site", progress=False)
+    page.goto(index_html.as_uri())
+    page.wait_for_selector("#app[data-ready=index]", state="attached", timeout=60000)
+    assert "no logit lens in this run" in page.inner_text("#lens-rows")
+    assert page.locator(".exp").count() == 2
+    page.wait_for_function("[...document.querySelectorAll('.exp-plot')].every(i => i.complete && "
+                           "i.naturalWidth > 0)", timeout=30000)
+    assert page.locator(".exp[data-kind=knockout] tbody tr").count() == 2  # windows a and b
+    assert not page.errors, page.errors

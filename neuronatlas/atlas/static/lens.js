@@ -76,10 +76,26 @@
       <div class="pager"><span id="lens-count">${hits.length} images</span> · page <span id="lens-page">${p}</span> of ${pages}
         ${p > 1 ? `<a class="in" id="lens-prev" href="${href('/', { q: params.q, page: p - 1 })}">previous</a>` : ''}
         ${p < pages ? `<a class="in" id="lens-next" href="${href('/', { q: params.q, page: p + 1 })}">next</a>` : ''}</div>
-      <div id="lens-rows">${rows || '<p class="muted">no image matches</p>'}</div></div>`;
+      <div id="lens-rows">${rows || `<p class="muted">${ix.status === 'none' ? 'no logit lens in this run' : 'no image matches'}</p>`}</div>
+      ${experiments(ix.experiments || [])}</div>`;
     document.getElementById('lens-search').addEventListener('submit', ev => {
       ev.preventDefault(); go('/', { q: document.getElementById('lens-q').value });
     });
+  }
+
+  // -- ablation / knockout experiments: plot + table ---------------------------------------------
+  function cell(v) {
+    if (typeof v === 'number' && !Number.isInteger(v)) return v.toFixed(3);
+    return esc(v == null ? '–' : v);
+  }
+  function experiments(list) {
+    if (!list.length) return '';
+    return '<h2 id="experiments">Token ablation and attention knockout</h2>' + list.map(e =>
+      `<div class="card exp" data-kind="${esc(e.kind)}" data-name="${esc(e.name)}"><h3>${esc(e.kind)}: ${esc(e.name)}</h3>` +
+      `<p class="muted small">${esc(e.model)} on ${esc(e.data || '')}</p>` +
+      (e.plot ? `<img class="exp-plot" src="${esc(e.plot)}" alt="${esc(e.kind)} plot">` : '') +
+      `<div class="tablewrap"><table class="num"><thead><tr>${e.columns.map(c => `<th>${esc(c)}</th>`).join('')}</tr></thead>` +
+      `<tbody>${e.rows.map(r => `<tr>${e.columns.map(c => `<td>${cell(r[c])}</td>`).join('')}</tr>`).join('')}</tbody></table></div></div>`).join('');
   }
 
   // -- one image: tokens x layers, patch highlight on hover, click to lock ----------------------
