@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
 
 from .errors import UserError
 
@@ -160,85 +161,101 @@ def exemplars(
         typer.echo(str(p))
 
 
-@app.command()
+class _DescribeCommand(TyperCommand):
+    """`describe`'s options after RUN and --method are the chosen method's config fields
+    (neuronatlas/cli_options.py), added to the command just before its arguments are parsed."""
+
+    def parse_args(self, ctx, args):
+        from .cli_options import config_params, option_names, refuse_foreign, value_of
+        from .describe import get_labeler, labelers
+
+        base = [p for p in self.params if not getattr(p, "generated", False)]
+        method = value_of(args, "--method", "clip-dissect")
+        known = labelers()
+        for p in base:
+            if p.name == "method":
+                p.help = (f"The labeler: {', '.join(known)}. `--method M --help` shows M's "
+                          f"options.")
+        lab = get_labeler(method)  # unknown -> one line with the near matches
+        own = config_params(lab.config, "labeler_options", skip={p.name for p in base})
+        self.params = base + own
+        summary = " ".join((lab.label.__doc__ or "").split("\n\n")[0].split())
+        self.help = (self.help or "").split("\n\n--method")[0] + f"\n\n--method {method}: {summary}"
+        others = {m: option_names(config_params(l.config, "x")) for m, l in known.items()
+                  if m != method}
+        refuse_foreign(args, option_names(self.params), others, method, f"neuronatlas describe "
+                                                                        f"--method {method}")
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_DescribeCommand)
 def describe(
+    ctx: typer.Context,
     run: Path = typer.Argument(..., help="Run directory (CLIP-Dissect needs one recorded with "
                                           "--save-acts)."),
-    method: str = typer.Option("clip-dissect", help="clip-dissect, netdissect, vlm or second-order "
-                                                     "(needs `neuronatlas lens second-order` effects "
-                                                     "in RUN)."),
-    scorer: Optional[str] = typer.Option(None, help="Image-text scorer for clip-dissect: "
-                                                     "zoo:world-clip, open_clip:M/TAG, hf:..., "
-                                                     "conse:efficientnet-lite0 (default "
-                                                     "conse:mobilenet-v2; zoo:world-clip on a "
-                                                     "world probe set)."),
-    concepts: Optional[str] = typer.Option(None, help="Concept set for clip-dissect: words20k "
-                                                       "(default; world with zoo:world-clip), "
-                                                       "words10k, words3k, imagenet, world, or a "
-                                                       "text file (one per line)."),
-    similarity: Optional[str] = typer.Option(None, help="clip-dissect similarity: soft_wpmi "
-                                                         "(default), wpmi, rank_reorder, cos, "
-                                                         "cos_cubed."),
-    top: Optional[int] = typer.Option(None, help="Labels kept per unit (ranked)."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: all)."),
-    data: Optional[str] = typer.Option(None, help="Probe set, if it moved since recording."),
-    vlm: Optional[str] = typer.Option(None, help="vlm: the VLM (openai:MODEL@URL, hf-vlm:PATH, "
-                                                 "zoo:world-llava)."),
-    llm: Optional[str] = typer.Option(None, help="vlm: LLM that summarises captions (default: the "
-                                                 "offline summariser)."),
-    mode: Optional[str] = typer.Option(None, help="vlm: captions (default) or grid."),
-    heatmap: Optional[bool] = typer.Option(None, "--heatmap/--no-heatmap",
-                                           help="vlm: exemplars with the unit's heatmap."),
-    prompts: Optional[Path] = typer.Option(None, help="vlm: directory of prompt overrides."),
-    concurrency: Optional[int] = typer.Option(None, help="vlm: requests in flight."),
-    k: Optional[int] = typer.Option(None, help="vlm: exemplars shown per unit (default 8)."),
+    method: str = typer.Option("clip-dissect", help="The labeler."),
 ):
-    """Label every unit of a run with a describe method; labels are stored in the run."""
-    from .describe import describe as do_describe
+    """Label every unit of a run with a describe method; labels are stored in the run.
 
-    options = {"scorer": scorer, "concepts": concepts, "similarity": similarity, "top": top,
-               "layers": layers.split(",") if layers else None, "probe": data}
-    vlm_options = {"vlm": vlm, "llm": llm, "mode": mode, "heatmap": heatmap, "prompts": prompts,
-                   "concurrency": concurrency, "k": k}
-    if method != "vlm" and any(v is not None for v in vlm_options.values()):
-        raise UserError("--vlm, --llm, --mode, --heatmap, --prompts, --concurrency and --k only "
-                        "apply to --method vlm")
-    options.update(vlm_options)
-    df = do_describe(run, method, **{k: v for k, v in options.items() if v is not None})
+    The options after --method are the method's own (its config's fields)."""
+    from .describe import describe as do_describe
+    from .describe import get_labeler
+
+    options = ctx.meta.get("labeler_options", {})
+    df = do_describe(run, method, **options)
     best = df[df["rank"] == 0].head(12)
     for r in best.itertuples():
         typer.echo(f"{r.unit:40s} {r.label:30s} {r.score:.4g}")
-    typer.echo(f"labelled {df['unit'].nunique()} units with {df['method'].iloc[0]}; "
+    name = df["method"].iloc[0]
+    typer.echo(f"labelled {df['unit'].nunique()} units with {name}; "
                f"read them with neuronatlas.open_run('{run}').labels()")
-    if method == "vlm":
-        from .describe.vlm import usage_line
+    report = get_labeler(method).report
+    if report is not None:
+        line = report(run, name)
+        if line:
+            typer.echo(line)
 
-        typer.echo(usage_line(run, df["method"].iloc[0]))
+
+def _first_line(fn, default: str) -> str:
+    return ((getattr(fn, "__doc__", None) or default).strip().split("\n") or [default])[0]
 
 
-@app.command()
+class _EvaluateCommand(TyperCommand):
+    """`evaluate`'s options are the registered metrics' config fields (one per name) and a
+    --NAME/--no-NAME switch per metric, added just before the arguments are parsed."""
+
+    def parse_args(self, ctx, args):
+        from .cli_options import union_params
+        from .evaluate.base import metrics
+
+        base = [p for p in self.params if not getattr(p, "generated", False)]
+        known = metrics()
+        switches = {name.replace("-", "_"): f"{(m.score.__doc__ or name).split(chr(10))[0]} "
+                                            f"(default: {_first_line(m.applies, 'always')})"
+                    for name, m in known.items()}
+        self.params = base + union_params([m.config for m in known.values()], "metric_options",
+                                          skip={p.name for p in base}, switches=switches)
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_EvaluateCommand)
 def evaluate(
+    ctx: typer.Context,
     run: Path = typer.Argument(..., help="Run directory with labels."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: all)."),
-    scorer: Optional[str] = typer.Option(None, help="Image-text scorer for the simulation score "
-                                                     "(e.g. zoo:world-clip on world probe sets)."),
-    simulation: bool = typer.Option(True, help="Compute the simulation score (--no-simulation: "
-                                               "skip)."),
-    clip_scorer: Optional[str] = typer.Option(None, help="Image-text scorer whose text space gives "
-                                                          "the clip_cosine ground-truth metric "
-                                                          "(e.g. zoo:world-clip)."),
-    detection: bool = typer.Option(False, help="Also score detection (AUROC of a judge telling "
-                                               "top images from others by the label)."),
-    judge: Optional[str] = typer.Option(None, help="Detection judge: a scorer spec or a VLM "
-                                                   "(openai:M@URL, zoo:world-llava); default the "
-                                                   "simulation scorer."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated metrics (default: every one "
+                                                     "that applies; see the switches below)."),
 ):
-    """Measure how right each method's labels are: ground truth, simulation, agreement, detection."""
+    """Measure how right each method's labels are: ground truth, simulation, agreement, detection.
+
+    The other options are the metrics' own (their configs' fields) and one switch per metric."""
     from .evaluate import evaluate as do_evaluate
 
-    summary = do_evaluate(run, methods=methods.split(",") if methods else None, scorer=scorer,
-                          simulation="auto" if simulation else False, clip_scorer=clip_scorer,
-                          detection=(judge or True) if detection else None)
+    options = ctx.meta.get("metric_options", {})
+    switches = {k: v for k, v in ctx.meta.get("metric_options_switches", {}).items()}
+    summary = do_evaluate(run, methods=methods.split(",") if methods else None,
+                          metrics=metrics.split(",") if metrics else None, switches=switches,
+                          **options)
     from rich.console import Console
     from rich.table import Table
 

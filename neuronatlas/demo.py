@@ -142,19 +142,13 @@ def _world_clip_ready(zoo: dict) -> bool:
 
 
 def _describe_all(run, scorer: str, concepts: str, console: Console, vlm: bool = False) -> None:
-    from neuronatlas.describe import describe, methods_for
+    from neuronatlas.describe import describe_all
 
-    options = {
-        "clip-dissect": {"scorer": scorer, "concepts": concepts},
-        # the lens's effects in this run, decomposed over the concepts
-        "second-order": {"concepts": concepts, "progress": False},
-        # world-llava captions 4 exemplars a unit (cached: images shared by units once)
-        "vlm": {"vlm": "zoo:world-llava", "k": 4, "n_background": 16, "show_progress": False},
-    }
-    for method in methods_for(run):
-        if method == "vlm" and not vlm:
-            continue
-        describe(run, method, **options.get(method, {}))
+    # one set of options; each method takes the ones its config has. world-llava captions 4
+    # exemplars a unit (cached: images shared by units once)
+    options = dict(scorer=scorer, concepts=concepts, vlm="zoo:world-llava", k=4, n_background=16,
+                   show_progress=False, progress=False)
+    for method in describe_all(run, skip=() if vlm else ("vlm",), **options):
         console.print(f"  described {run.path.name} with {method}")
 
 

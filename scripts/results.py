@@ -51,15 +51,14 @@ def _value(summary, metric: str, method: str, kind: str = "all", other=None) -> 
 
 
 def _describe_all(run, scorer: str, concepts: str, log) -> dict[str, float]:
-    from neuronatlas.describe import describe, methods_for
+    from neuronatlas.describe import describe, methods_for, options_for
 
     seconds = {}
     for method in methods_for(run):
         if method == "vlm":  # needs a VLM (--vlm); its numbers are in docs/methods/vlm.md
             continue
         t = time.time()
-        options = {"scorer": scorer, "concepts": concepts} if method == "clip-dissect" else {}
-        describe(run, method, **options)
+        describe(run, method, **options_for(method, {"scorer": scorer, "concepts": concepts}))
         seconds[method] = time.time() - t
         log(f"  {run.path.name}: {method} in {seconds[method]:.0f} s")
     return seconds

@@ -57,7 +57,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import Any, Literal, opt
 from ..errors import UserError
+from .base import LabelerConfig, Labels, labeler
 
 DEFAULTS: dict[str, dict] = {
     "cos": {},
@@ -330,12 +332,51 @@ def _rank_reorder(params, st, block, ub) -> torch.Tensor:
     return out.nan_to_num(nan=-math.inf)  # mean similarity <= 0: NaN in the reference, never chosen
 
 
-# -- on a run ------------------------------------------------------------------------------------
-def describe_clip_dissect(run, layers=None, scorer=None, concepts=None,
-                          similarity: str = DEFAULT_SIMILARITY, top: int = 5, probe=None,
-                          logit_scale: float = LOGIT_SCALE, batch_size: int | None = None,
-                          concept_block: int | None = None, unit_block: int | None = None,
-                          show_progress: bool = False, **params):
+# -- on a run: the labeler ---------------------------------------------------------------------
+_PARAM_NAMES = sorted({p for d in DEFAULTS.values() for p in d})
+
+
+@dataclass(frozen=True)
+class ClipDissectConfig(LabelerConfig):
+    layers: tuple[str, ...] | None = opt(None, "Comma-separated layers (default: every layer "
+                                               "recorded with --save-acts).")
+    scorer: Any = opt(None, "Image-text scorer: zoo:world-clip, open_clip:M/TAG, hf:..., "
+                            "conse:efficientnet-lite0, or a scorer object (default "
+                            "conse:mobilenet-v2; zoo:world-clip on a world probe set).")
+    concepts: Any = opt(None, "Concept set: words20k, words10k, words3k, imagenet, world, a text "
+                              "file (one per line), a list or a ConceptSet (default words20k; "
+                              "world with zoo:world-clip).")
+    similarity: Literal[SIMILARITIES] = opt(DEFAULT_SIMILARITY, "Similarity function: soft_wpmi, "
+                                                                "wpmi, rank_reorder, cos, cos_cubed.")
+    top: int = opt(5, "Labels kept per unit (ranked).")
+    probe: Any = opt(None, "Probe set, if it moved since recording.", flag="--data")
+    logit_scale: float = opt(LOGIT_SCALE, "s in P = s * cos(image, text).")
+    params: dict = opt(factory=dict, doc="Overrides of the similarity's parameters as JSON, e.g. "
+                                         "'{\"top_k\": 50}' (Python: top_k=50).")
+    batch_size: int | None = opt(None, "Images per scorer batch (default: the scorer's).")
+    concept_block: int | None = opt(None, "Concepts per block (default: fits ~512 MB).")
+    unit_block: int | None = opt(None, "Units per block (default 256).")
+    show_progress: bool = opt(False, "Show progress bars.")
+
+    @classmethod
+    def from_options(cls, **options):
+        """Similarity parameters may be given as options of their own (top_k=50)."""
+        params = dict(options.pop("params", None) or {})
+        for k in [k for k in options if k in _PARAM_NAMES]:
+            params[k] = options.pop(k)
+        return super().from_options(params=params, **options)
+
+    def validate(self) -> None:
+        if self.top < 1:
+            raise self.error("top", "must be at least 1")
+        params_for(self.similarity, **self.params)  # unknown or bad parameters -> UserError
+
+    def stored_name(self, method: str) -> str:
+        return method if self.similarity == DEFAULT_SIMILARITY else f"{method}-{self.similarity}"
+
+
+@labeler("clip-dissect", ClipDissectConfig)
+def describe_clip_dissect(run, config: ClipDissectConfig) -> Labels:
     """Label the units of `layers` (default: every layer recorded with --save-acts) of a run.
 
     scorer: an ImageTextScorer or a spec for `load_scorer` (conse:..., open_clip:..., hf:..., zoo:...);
@@ -345,7 +386,12 @@ def describe_clip_dissect(run, layers=None, scorer=None, concepts=None,
         default words20k, or world when the scorer is world-clip.
     Refused when most concepts hold words the scorer's tokenizer does not know (`check_vocabulary`).
     params: overrides of the similarity function's defaults (e.g. top_k=50).
-    Returns (labels table, config)."""
+    Returns the labels table and what was resolved (scorer key, concept hash, probe fingerprint)."""
+    c = config
+    layers, scorer, concepts, similarity, top = c.layers, c.scorer, c.concepts, c.similarity, c.top
+    probe, logit_scale, batch_size, show_progress = c.probe, c.logit_scale, c.batch_size, \
+        c.show_progress
+    concept_block, unit_block = c.concept_block, c.unit_block
     import pandas as pd
 
     from ..recording.replay import probe_for_run
@@ -354,7 +400,7 @@ def describe_clip_dissect(run, layers=None, scorer=None, concepts=None,
     from ..recording.progress import Progress
     from .embeddings import image_embeddings, scorer_key, text_embeddings
 
-    params = params_for(similarity, **params)
+    params = params_for(similarity, **c.params)
     layers = _layers_with_acts(run, layers)
     probe = probe_for_run(run, probe)
     scorer, concepts, note = default_scorer(probe, scorer, concepts)
@@ -394,7 +440,7 @@ def describe_clip_dissect(run, layers=None, scorer=None, concepts=None,
               "layers": layers, "scorer": key, "concepts": concept_set.describe(),
               "probe_fingerprint": probe.fingerprint(), "n_images": int(len(keep)),
               "paper": "Oikarinen & Weng, CLIP-Dissect, ICLR 2023 (arXiv:2204.10965)"}
-    return df, config
+    return Labels(df, config)
 
 
 WORLD_SCORER = "zoo:world-clip"

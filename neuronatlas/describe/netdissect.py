@@ -26,14 +26,15 @@ any probe set with `masks(i, size)` and `mask_concepts()`). Others are refused w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from ..config import Any, opt
 from ..errors import UserError
+from .base import LabelerConfig, Labels, labeler
 from .netdissect_kernel import DoublingHistogram, parse_memory  # noqa: F401 (DoublingHistogram: API)
-
-DEFAULTS = {"quantile": 0.005, "mask_size": None, "top": 5, "batch_size": 32, "bins": 2048,
-            "memory_budget": None}
 
 
 # -- the labeler ---------------------------------------------------------------------------------------
@@ -55,36 +56,57 @@ def probe_concepts(probe) -> list[tuple[str, str, str]]:
     return [(c, CONCEPTS[c].phrase, CONCEPTS[c].category) for c in CONCEPTS.ids()]
 
 
+@dataclass(frozen=True)
+class NetDissectConfig(LabelerConfig):
+    layers: tuple[str, ...] | None = opt(None, "Comma-separated layers (default: every recorded "
+                                               "layer with a spatial grid).")
+    quantile: float = opt(0.005, "Top fraction of a unit's map values that counts as active "
+                                 "(the paper's 0.5%).")
+    mask_size: int | None = opt(None, "Side of the concept masks the maps are upsampled to "
+                                      "(default min(probe size, 112)).")
+    top: int = opt(5, "Labels kept per unit (ranked by IoU).")
+    batch_size: int = opt(32, "Images per forward pass.")
+    bins: int = opt(2048, "Histogram bins of the streaming quantile (even, >= 2).")
+    memory_budget: int | str | None = opt(None, "Memory for the counting chunks: bytes or '2G' "
+                                                "(default: a quarter of RAM).")
+    probe: Any = opt(None, "Probe set, if it moved since recording.", flag="--data")
+    target: Any = opt(None, "The run's model, already loaded (Python only).", cli=False)
+    show_progress: bool = opt(False, "Show progress bars.")
+
+    def validate(self) -> None:
+        if not 0 < self.quantile < 1:
+            raise self.error("quantile", "must be between 0 and 1 (the paper uses 0.005)")
+        if self.top < 1:
+            raise self.error("top", "must be at least 1")
+        if self.bins < 2 or self.bins % 2:
+            raise self.error("bins", "must be an even number >= 2")
+
+
+@labeler("netdissect", NetDissectConfig)
+def label(run, config: NetDissectConfig) -> Labels:
+    """Label every unit of the run's spatial layers by NetDissect IoU: the labels table (unit,
+    rank, label, score=IoU, concept, category, threshold) and the resolved settings."""
+    c = config
+    df, info = _netdissect(run, c.layers, c.quantile, c.mask_size, c.top, c.batch_size, c.bins,
+                           memory_budget=c.memory_budget, target=c.target, probe=c.probe,
+                           show_progress=c.show_progress)
+    return Labels(df.drop(columns="method"), info)
+
+
 def netdissect(run, write: bool = True, **options):
-    """Label every unit of the run's spatial layers by NetDissect IoU; returns the labels table
-    (unit, method, rank, label, score=IoU, concept, category, threshold) and, with `write`, stores it
-    as the run's "netdissect" labels. Options: layers (default: every recorded layer with a grid),
-    quantile (0.005), mask_size (default min(probe size, 112)), top (5 labels per unit),
-    batch_size, bins (2048), memory_budget (bytes or '2G'; default a quarter of RAM), target,
-    probe, show_progress."""
+    """NetDissect labels of `run` (options: NetDissectConfig's fields) with a method column; with
+    `write` (default) stored as the run's "netdissect" labels through `describe()`."""
     from .. import run as rundir
 
     run = rundir.open_run(run) if not isinstance(run, rundir.Run) else run
-    df, config = _netdissect(run, **options)
     if write:
-        rundir.write_labels(run.path, "netdissect", df, {"method": "netdissect", **config})
+        from . import describe
+
+        return describe(run, "netdissect", **options)
+    out = label(run, NetDissectConfig.from_options(**options))
+    df = out.table
+    df.insert(1, "method", "netdissect")
     return df
-
-
-OPTIONS = ("layers", "quantile", "mask_size", "top", "batch_size", "bins", "memory_budget", "target",
-           "probe", "show_progress")
-
-
-def describe_netdissect(run, **options):
-    """The `METHODS` entry of `neuronatlas.describe`: (labels without the method column, config).
-    Options left at None are dropped (a CLI may pass its scorer=None, concepts=None...)."""
-    options = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise UserError(f"netdissect does not take {', '.join(unknown)} (it uses the world's concept "
-                        f"masks, no scorer or concept list); its options are {', '.join(OPTIONS)}")
-    df, config = _netdissect(run, **options)
-    return df.drop(columns="method"), config
 
 
 def _netdissect(run, layers=None, quantile: float = 0.005, mask_size: int | None = None,

@@ -14,7 +14,11 @@ concepts, the only words its tokenizer knows).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+from ..config import Any, Literal, opt
+from .base import LabelerConfig, Labels, labeler
 
 
 def second_order_results(path, layers=None) -> list:
@@ -58,39 +62,60 @@ def label_neurons(path, layers=None, concepts=None, solver: str = "omp", n_terms
     return df, config
 
 
-def describe_second_order(run, layers=None, concepts=None, top: int | None = None,
-                          solver: str = "omp", alpha: float = 1e-3, center: bool = True,
-                          scorer=None, progress: bool = True, **other):
-    """The describe() entry point (METHODS["second-order"]); `top` = terms per neuron (default 32).
-    Options of other methods are refused rather than silently ignored (None values, which a CLI
-    passes for options left unset, are fine)."""
-    unknown = sorted(k for k, v in other.items() if v is not None)
-    if unknown:
-        from ..errors import UserError
+@dataclass(frozen=True)
+class SecondOrderLabelsConfig(LabelerConfig):
+    layers: tuple[str, ...] | None = opt(None, "Comma-separated layers with second-order effects "
+                                               "(default: every one in RUN).")
+    concepts: Any = opt(None, "Text set: words20k (default; world-clip: world), words10k, "
+                              "imagenet, world, or a text file with one text per line.")
+    top: int = opt(32, "Terms per neuron (OMP's number of atoms).")
+    solver: Literal["omp", "lasso"] = opt("omp", "omp (orthogonal matching pursuit) or lasso "
+                                                 "(non-negative lasso).")
+    alpha: float = opt(1e-3, "Lasso penalty (with --solver lasso).")
+    center: bool = opt(True, "Subtract the mean text embedding before normalising each atom.")
+    text_encoder: Any = opt(None, "The CLIP (scorer spec) whose text encoder embeds the concepts "
+                                  "(default: the model the effects came from).")
+    progress: bool = opt(True, "Show progress bars.")
 
-        raise UserError(f"describe --method second-order does not take {', '.join(unknown)}: it "
-                        f"decomposes the stored second-order effects (options: layers, concepts, "
-                        f"top, solver, alpha, center, scorer)")
-    return label_neurons(run.path, layers, concepts, solver, top or 32, alpha, center, scorer,
-                         progress)
+    @classmethod
+    def from_options(cls, **options):
+        if "scorer" in options:  # the name describe_second_order took
+            options["text_encoder"] = options.pop("scorer")
+        return super().from_options(**options)
+
+    def validate(self) -> None:
+        if self.top < 1:
+            raise self.error("top", "must be at least 1")
+        if self.alpha <= 0:
+            raise self.error("alpha", "must be > 0")
+
+
+def _has_effects(run) -> bool:
+    from ..run import second_order_layers
+
+    return bool(second_order_layers(getattr(run, "path", run)))
+
+
+@labeler("second-order", SecondOrderLabelsConfig, available=_has_effects, recorded=False)
+def describe_second_order(run, config: SecondOrderLabelsConfig) -> Labels:
+    """The labeler: decompose the stored second-order effects of RUN (a run, or any directory the
+    lens wrote its effects into)."""
+    c = config
+    df, info = label_neurons(run.path, c.layers, c.concepts, c.solver, c.top, c.alpha, c.center,
+                             c.text_encoder, c.progress)
+    return Labels(df, info)
 
 
 def stored_or_new_labels(path, layers=None, scorer=None, concepts=None, progress: bool = True):
     """The second-order labels of RUN's neurons: the stored ones when they cover every unit of the
-    layers asked for, else computed now (default settings) and stored."""
-    from ..run import read_labels, write_labels
+    layers asked for, else computed now (default settings) and stored (other layers' labels stay)."""
+    from ..run import read_labels
+    from . import describe
 
     results = second_order_results(path, layers)
     units = {u for r in results for u in r.units}
     df = read_labels(path, "second-order")
     if df is not None and units <= set(df["unit"]):
         return df[df["unit"].isin(units)]
-    new, config = label_neurons(path, [r.layer for r in results], concepts, scorer=scorer,
-                                progress=progress)
-    new.insert(1, "method", "second-order")
-    keep = df[~df["unit"].isin(units)] if df is not None else None  # other layers' labels stay
-    import pandas as pd
-
-    write_labels(path, "second-order", new if keep is None else pd.concat([keep, new]),
-                 {"method": "second-order", **config})
-    return new
+    return describe(path, "second-order", layers=[r.layer for r in results], concepts=concepts,
+                    scorer=scorer, progress=progress, keep_other_units=True)

@@ -27,11 +27,15 @@ import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..backends.chat import ChatClient, ChatRequest, cancel_pending, load_chat_client
+from ..config import Any, Literal, opt
 from ..errors import UserError
+from .base import LabelerConfig, Labels, labeler
 from .prompts import fingerprint, load_prompts, render
 from .summarize import NAME as OFFLINE_SUMMARIZER, summarize_captions
 from .vlm_images import compose_grid, unit_tiles
@@ -89,14 +93,61 @@ def _background_indices(run, n: int, seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(ok, size=min(n, len(ok)), replace=False))
 
 
-def describe_vlm(run, vlm=None, llm=None, mode: str = "captions", k: int = 8, heatmap: bool = False,
-                 prompts=None, concurrency: int = 4, layers=None, units=None,
-                 max_units: int | None = None, n_background: int = 32, top: int = 5,
-                 cache=True, max_tokens: int = 512, tile_size: int = 224, alpha: float = 0.45,
-                 probe=None, target=None, seed: int = 0, show_progress: bool = True):
+@dataclass(frozen=True)
+class VLMConfig(LabelerConfig):
+    vlm: Any = opt(None, "The VLM: openai:MODEL@URL, hf-vlm:PATH, zoo:world-llava (or a "
+                         "ChatClient).")
+    llm: Any = opt(None, "LLM that summarises captions (default: the offline summariser).")
+    mode: Literal[MODES] = opt("captions", "captions (caption each exemplar, then summarise) or "
+                                           "grid (one description of the whole grid).")
+    k: int = opt(8, "Exemplars shown per unit.")
+    heatmap: bool = opt(False, "Exemplars with the unit's heatmap.")
+    prompts: Path | None = opt(None, "Directory of prompt overrides.")
+    concurrency: int = opt(4, "Requests in flight.")
+    layers: tuple[str, ...] | None = opt(None, "Comma-separated layers (default: all).")
+    units: tuple[str, ...] | None = opt(None, "Comma-separated unit ids (default: every unit of "
+                                              "the layers).")
+    max_units: int | None = opt(None, "Describe at most this many units.")
+    n_background: int = opt(32, "Random probe images captioned as the offline summariser's "
+                                "background.")
+    top: int = opt(5, "Labels kept per unit (the offline summariser ranks several).")
+    cache: Any = opt(True, "Answer cache: True (RUN/cache/chat.sqlite), a path, or None.",
+                     cli=False)
+    max_tokens: int = opt(512, "Longest answer, in tokens.")
+    tile_size: int = opt(224, "Side of each exemplar in grid mode (pixels).")
+    alpha: float = opt(0.45, "Heatmap opacity.")
+    probe: Any = opt(None, "Probe set, if it moved since recording.", flag="--data")
+    target: Any = opt(None, "The run's model, already loaded (Python only).", cli=False)
+    seed: int = opt(0, "Seed of the background images.")
+    show_progress: bool = opt(True, "Show a progress bar.")
+
+    def validate(self) -> None:
+        if self.k < 1:
+            raise self.error("k", "(exemplars per unit) must be at least 1")
+        if self.concurrency < 1:
+            raise self.error("concurrency", "must be at least 1")
+
+    def stored_name(self, method: str) -> str:
+        return "vlm-grid" if self.mode == "grid" else method
+
+
+def _usage(run, name: str) -> str:
+    return usage_line(run, name)
+
+
+@labeler("vlm", VLMConfig, report=_usage)
+def describe_vlm(run, config: VLMConfig) -> Labels:
     """Label units with a VLM (see the module docstring). vlm / llm: chat client specs
     (openai:MODEL@URL, hf-vlm:PATH, zoo:world-llava) or ChatClient instances. cache: True (the
-    run's cache), a path, or None. Returns (labels table, config)."""
+    run's cache), a path, or None. Returns the labels table and the clients, prompts and usage."""
+    c = config
+    vlm, llm, mode, k, heatmap, prompts, concurrency = (c.vlm, c.llm, c.mode, c.k, c.heatmap,
+                                                        c.prompts, c.concurrency)
+    layers, units, max_units, n_background, top, cache = (c.layers, c.units, c.max_units,
+                                                          c.n_background, c.top, c.cache)
+    max_tokens, tile_size, alpha, probe, target, seed = (c.max_tokens, c.tile_size, c.alpha,
+                                                         c.probe, c.target, c.seed)
+    show_progress = c.show_progress
     from ..recording.replay import probe_for_run, target_for_run
     from ..recording.progress import Progress
     from ..run import LabelProgress, chat_cache_path
@@ -201,7 +252,7 @@ def describe_vlm(run, vlm=None, llm=None, mode: str = "captions", k: int = 8, he
               "usage": {"vlm": vlm_client.usage.snapshot(),
                         "llm": llm_client.usage.snapshot() if llm_client else None}}
     progress.finish()
-    return df, config
+    return Labels(df, config)
 
 
 def _table(records: list[dict], mode: str, summarizer: str, background: list[str], top: int):

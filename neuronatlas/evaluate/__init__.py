@@ -4,7 +4,9 @@
     run.evaluation("ground_truth")          # per (unit, method) rows; also "simulation", "agreement"
 
 Writes RUN/evaluation/{summary,ground_truth,simulation,agreement}.parquet (the parts that apply) and
-prints nothing. Parts:
+prints nothing. Each part is a metric (`base.py`: a name, a frozen config, `score(run, labels,
+config, shared)`), one module of this package; evaluate() is the only code that writes evaluations.
+Parts:
 
 - ground truth (`ground_truth.py`), for units with a `truth` column in `run.units` (synthetic units)
   or a `truth=` table you pass (e.g. classifier units and their class names): exact, top5, partial,
@@ -21,51 +23,42 @@ prints nothing. Parts:
 from __future__ import annotations
 
 from .labeler_agreement import agreement_table
+from .base import (SUMMARY_COLUMNS, Metric, MetricConfig, MetricResult, Shared, get_metric,
+                   metric, metrics)
 from .detection import auroc, detection_table, load_judge, summarize_detection
 from .ground_truth import ground_truth_table, summarize_ground_truth
 from .simulation import heldout_mask, pearson, simulation_table, summarize_simulation
 
-SUMMARY_COLUMNS = ["metric", "method", "other", "kind", "n_units", "value"]
-
 __all__ = ["evaluate", "ground_truth_table", "summarize_ground_truth", "simulation_table",
            "summarize_simulation", "agreement_table", "heldout_mask", "pearson", "SUMMARY_COLUMNS",
-           "auroc", "detection_table", "load_judge", "summarize_detection"]
+           "auroc", "detection_table", "load_judge", "summarize_detection", "metric", "metrics",
+           "get_metric", "Metric", "MetricConfig", "MetricResult", "Shared", "metric_options"]
 
 
-def _embedder(embedder):
-    if embedder is None or not isinstance(embedder, str):
-        return embedder
-    from ..backends.text import load_text_embedder
+def _field_names(cls) -> set[str]:
+    import dataclasses
 
-    return load_text_embedder(embedder)
+    return {f.name for f in dataclasses.fields(cls)}
 
 
-def _scorer(scorer):
-    if not isinstance(scorer, str):
-        return scorer
-    from ..backends.scorer import load_scorer
-
-    return load_scorer(scorer)
+def metric_options(name: str, options: dict) -> dict:
+    """The entries of `options` that are fields of metric `name`'s config."""
+    fields = _field_names(get_metric(name).config)
+    return {k: v for k, v in options.items() if k in fields}
 
 
-def _has_acts(run, labels) -> bool:
-    layers = {run.parse_unit(u)[0] for u in labels["unit"].unique()}
-    return all(run.has_acts(layer) for layer in layers)
-
-
-def evaluate(run, methods=None, truth=None, embedder="zoo:minilm", scorer=None,
-             simulation="auto", holdout: float = 0.5, seed: int = 0, top: int = 5, probe=None,
-             max_images: int | None = None, write: bool = True, clip_scorer=None,
-             detection=None, detection_negatives: str = "random", detection_n: int | None = None):
+def evaluate(run, methods=None, truth=None, metrics=None, write: bool = True, simulation="auto",
+             detection=None, switches: dict | None = None, **options):
     """Evaluate the labels of `methods` (default: every method with labels in the run).
 
-    embedder: text-embedder spec or instance for cosines (None: no cosines). scorer: image-text
-    scorer spec or instance for simulation (default `backends.DEFAULT_SCORER`). clip_scorer:
-    image-text scorer spec or instance whose text encoder gives the clip_cosine ground-truth metric
-    (None: not computed; "scorer": the simulation scorer). simulation: True,
-    False or "auto". detection: None (skip), True (judge = the simulation scorer), or a judge spec
-    / instance (`detection.load_judge`: a scorer spec, or a VLM such as openai:M@URL or
-    zoo:world-llava); detection_negatives: random or bottom; detection_n: images per side.
+    metrics: names of the metrics to run (default: every metric that applies: ground_truth with a
+    truth, simulation when the labelled layers have pooled activations, agreement with two methods
+    or more; detection only when asked). simulation / detection / switches={NAME: True | False |
+    "auto"}: force a metric on or off ("auto": when it applies); detection may also be a judge spec
+    or instance (= detection on with judge=...). options: fields of the metrics' configs, one name
+    one meaning (embedder, scorer, clip_scorer, top, holdout, seed, probe, max_images, judge,
+    detection_negatives, detection_n, ...); an option no metric takes is refused.
+    truth: a table (unit, truth [, kind, concepts]) for units without a `truth` column in the run.
     Returns the summary table (columns SUMMARY_COLUMNS)."""
     import pandas as pd
 
@@ -82,64 +75,43 @@ def evaluate(run, methods=None, truth=None, embedder="zoo:minilm", scorer=None,
     if not len(labels):
         raise UserError(f"{run.path} has no labels to evaluate: run `neuronatlas describe "
                         f"{run.path} --method clip-dissect` (or netdissect) first")
-    emb = _embedder(embedder)
-    parts: list[pd.DataFrame] = []
-    tables: dict[str, pd.DataFrame] = {}
+    known = _registry()
+    switches = dict(switches or {})
+    switches.setdefault("simulation", simulation)
+    if detection is not None and detection is not False and detection is not True \
+            and detection != "auto":
+        options.setdefault("judge", detection)  # a judge spec or instance
+        detection = True
+    switches.setdefault("detection", False if detection is None else detection)
+    if options.get("clip_scorer") == "scorer":  # the simulation scorer, one instance for both
+        options["clip_scorer"] = options.get("scorer")
+    taken = set().union(*(_field_names(m.config) for m in known.values()))
+    unknown = sorted(set(options) - taken)
+    if unknown:
+        raise UserError(f"no metric takes {', '.join(unknown)}; the metrics' options: "
+                        f"{', '.join(sorted(taken))}")
+    for name in switches:
+        if name not in known:
+            get_metric(name)  # raises with the near matches
 
     if truth is None and "truth" in run.units.columns:
         truth = run.units[[c for c in ("unit", "truth", "truth_kind", "truth_concepts")
                            if c in run.units.columns]]
-    if truth is not None:
-        if isinstance(clip_scorer, str) and clip_scorer in ("scorer", scorer):
-            clip_scorer = scorer = _scorer(scorer)  # one instance for both uses
-        elif clip_scorer is not None:
-            clip_scorer = _scorer(clip_scorer)
-        gt = ground_truth_table(labels, truth, emb, top, clip_scorer=clip_scorer)
-        tables["ground_truth"] = gt
-        s = summarize_ground_truth(gt)
-        metrics = ("exact", "top5", "partial", "cosine") + (("clip_cosine",) if clip_scorer
-                                                             is not None else ())
-        for metric in metrics:
-            parts.append(pd.DataFrame({"metric": metric, "method": s["method"], "other": None,
-                                       "kind": s["kind"], "n_units": s["n_units"],
-                                       "value": s[metric]}))
+    shared = Shared(run, truth)
+    chosen = []
+    for name in (metrics if metrics is not None else known):
+        m = get_metric(name)
+        config = m.config.from_options(**metric_options(name, options))
+        wanted = switches.get(name, "auto") if metrics is None else True
+        if wanted is True or (wanted == "auto" and m.runs_by_default(run, labels, config, shared)):
+            chosen.append((m, config))
 
-    run_sim = simulation is True or (simulation == "auto" and _has_acts(run, labels))
-    if run_sim:
-        if scorer is None:
-            from ..backends.scorer import DEFAULT_SCORER
-
-            scorer = DEFAULT_SCORER
-        sim = simulation_table(run, _scorer(scorer), labels, holdout, seed, probe, max_images)
-        tables["simulation"] = sim
-        s = summarize_simulation(sim)
-        parts.append(pd.DataFrame({"metric": "simulation_pearson", "method": s["method"],
-                                   "other": None, "kind": "all", "n_units": s["n_units"],
-                                   "value": s["pearson"]}))
-
-    if detection is not None and detection is not False:
-        if detection is True:
-            from ..backends.scorer import DEFAULT_SCORER
-
-            scorer = _scorer(scorer if scorer is not None else DEFAULT_SCORER)
-            judge = load_judge(scorer)
-        else:
-            judge = load_judge(detection, cache=rundir.chat_cache_path(run.path))
-        det = detection_table(run, labels, judge, n_pos=detection_n, n_neg=detection_n,
-                              negatives=detection_negatives, holdout=holdout, seed=seed, probe=probe)
-        tables["detection"] = det
-        s = summarize_detection(det)
-        parts.append(pd.DataFrame({"metric": "detection_auroc", "method": s["method"],
-                                   "other": None, "kind": "all", "n_units": s["n_units"],
-                                   "value": s["auroc"]}))
-
-    if labels["method"].nunique() > 1:
-        ag = agreement_table(labels, emb)
-        tables["agreement"] = ag
-        for metric, col in (("agreement_same_top1", "same_top1"), ("agreement_cosine", "cosine")):
-            parts.append(pd.DataFrame({"metric": metric, "method": ag["method"], "other": ag["other"],
-                                       "kind": "all", "n_units": ag["n_units"], "value": ag[col]}))
-
+    parts, tables = [], {}
+    for m, config in chosen:
+        result = m.score(run, labels, config, shared)
+        if result.table is not None:
+            tables[m.name] = result.table
+        parts.append(result.summary)
     parts = [p for p in parts if len(p)]
     summary = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SUMMARY_COLUMNS)
     summary = summary[SUMMARY_COLUMNS].astype({"n_units": "int64", "value": "float64"})
@@ -149,3 +121,9 @@ def evaluate(run, methods=None, truth=None, embedder="zoo:minilm", scorer=None,
             rundir.write_evaluation(run.path, name, df)
         rundir.write_evaluation(run.path, "summary", summary)
     return summary
+
+
+def _registry() -> dict:
+    from .base import metrics as registered
+
+    return registered()

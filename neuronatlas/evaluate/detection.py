@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import Any, Literal, opt
 from ..errors import UserError
+from .base import MetricConfig, MetricResult, metric
 
 COLUMNS = ["unit", "method", "label", "judge", "auroc", "n_pos", "n_neg", "negatives"]
 
@@ -180,3 +183,48 @@ def summarize_detection(table):
     g = ok.groupby("method", sort=True)["auroc"]
     return pd.DataFrame({"method": list(g.groups), "n_units": g.size().to_numpy(),
                          "auroc": g.mean().to_numpy()})
+
+
+# -- the metric ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DetectionConfig(MetricConfig):
+    judge: Any = opt(None, "Detection judge: a scorer spec or a VLM (openai:M@URL, "
+                           "zoo:world-llava); default the simulation scorer.")
+    scorer: Any = opt(None, "The simulation scorer (the judge when no judge is given).")
+    detection_negatives: Literal["random", "bottom"] = opt(
+        "random", "Negatives: random held-out images outside the unit's top list, or its bottom "
+                  "images.")
+    detection_n: int | None = opt(None, "Images per side (default: every recorded top image).")
+    holdout: float = opt(0.5, "Fraction of images held out (the simulation score's split).")
+    seed: int = opt(0, "Seed of the held-out split and the negatives.")
+    probe: Any = opt(None, "Probe set, if it moved since recording.", flag="--data")
+
+    def validate(self) -> None:
+        if self.detection_n is not None and self.detection_n < 1:
+            raise self.error("detection_n", "must be at least 1")
+
+
+def _on_request(run, labels, config, shared) -> bool:
+    """only when asked"""
+    return False  # a judge's calls cost: only when asked (evaluate(detection=...), --detection)
+
+
+@metric("detection", DetectionConfig, applies=_on_request, order=30)
+def score(run, labels, config: DetectionConfig, shared) -> MetricResult:
+    """AUROC of a judge telling each unit's top images from others, given only the label."""
+    import pandas as pd
+
+    from ..run import chat_cache_path
+
+    c = config
+    if c.judge is None:
+        judge = load_judge(shared.scorer(c.scorer))
+    else:
+        judge = load_judge(c.judge, cache=chat_cache_path(run.path))
+    det = detection_table(run, labels, judge, n_pos=c.detection_n, n_neg=c.detection_n,
+                          negatives=c.detection_negatives, holdout=c.holdout, seed=c.seed,
+                          probe=c.probe)
+    s = summarize_detection(det)
+    return MetricResult(det, pd.DataFrame({"metric": "detection_auroc", "method": s["method"],
+                                           "other": None, "kind": "all",
+                                           "n_units": s["n_units"], "value": s["auroc"]}))

@@ -15,7 +15,12 @@ Per (unit, method), from the method's ranked labels (rank 0 = its label) and the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from ..config import Any, opt
+from .base import MetricConfig, MetricResult, metric
 
 TRUTH_COLUMNS = ("unit", "truth")
 
@@ -121,3 +126,37 @@ def summarize_ground_truth(table):
     out = both.groupby(["method", "kind"], sort=True)[metrics].mean().reset_index()
     out.insert(2, "n_units", both.groupby(["method", "kind"], sort=True).size().to_numpy())
     return out
+
+
+# -- the metric ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroundTruthConfig(MetricConfig):
+    embedder: Any = opt("zoo:minilm", "Text embedder for the label-truth cosine (None: no cosines).")
+    top: int = opt(5, "Labels of each unit searched for the truth (the top5 metric).")
+    clip_scorer: Any = opt(None, "Image-text scorer whose text space gives the clip_cosine metric "
+                                 "(e.g. zoo:world-clip; 'scorer': the simulation scorer).")
+
+    def validate(self) -> None:
+        if self.top < 1:
+            raise self.error("top", "must be at least 1")
+
+
+def _has_truth(run, labels, config, shared) -> bool:
+    """when the units have true labels"""
+    return shared.truth is not None
+
+
+@metric("ground_truth", GroundTruthConfig, applies=_has_truth, order=10)
+def score(run, labels, config: GroundTruthConfig, shared) -> MetricResult:
+    """exact, top5, partial, cosine (and clip_cosine) against the units' true labels."""
+    import pandas as pd
+
+    clip = shared.scorer(config.clip_scorer) if config.clip_scorer is not None else None
+    gt = ground_truth_table(labels, shared.truth, shared.embedder(config.embedder), config.top,
+                            clip_scorer=clip)
+    s = summarize_ground_truth(gt)
+    names = ("exact", "top5", "partial", "cosine") + (("clip_cosine",) if clip is not None else ())
+    summary = pd.concat([pd.DataFrame({"metric": m, "method": s["method"], "other": None,
+                                       "kind": s["kind"], "n_units": s["n_units"],
+                                       "value": s[m]}) for m in names], ignore_index=True)
+    return MetricResult(gt, summary)

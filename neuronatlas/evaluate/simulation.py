@@ -12,10 +12,13 @@ depends only on the image's id, so it does not change with the probe's order or 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import Any, opt
 from ..errors import UserError
+from .base import MetricConfig, MetricResult, metric
 
 
 def heldout_mask(image_ids, holdout: float = 0.5, seed: int = 0) -> np.ndarray:
@@ -94,3 +97,38 @@ def summarize_simulation(table):
     g = table.groupby("method", sort=True)["pearson"]
     return pd.DataFrame({"method": list(g.groups), "n_units": g.size().to_numpy(),
                          "pearson": g.mean().to_numpy(), "pearson_median": g.median().to_numpy()})
+
+
+# -- the metric ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SimulationConfig(MetricConfig):
+    scorer: Any = opt(None, "Image-text scorer that predicts activations from a label (default "
+                            "conse:mobilenet-v2; e.g. zoo:world-clip on world probe sets).")
+    holdout: float = opt(0.5, "Fraction of images held out (chosen by a hash of the image id).")
+    seed: int = opt(0, "Seed of the held-out split.")
+    max_images: int | None = opt(None, "Use at most this many held-out images.")
+    probe: Any = opt(None, "Probe set, if it moved since recording.", flag="--data")
+
+    def validate(self) -> None:
+        if not 0 < self.holdout <= 1:
+            raise self.error("holdout", "must be in (0, 1]")
+
+
+def has_acts(run, labels, config=None, shared=None) -> bool:
+    """when the labelled layers have pooled activations (--save-acts)"""
+    layers = {run.parse_unit(u)[0] for u in labels["unit"].unique()}
+    return all(run.has_acts(layer) for layer in layers)
+
+
+@metric("simulation", SimulationConfig, applies=has_acts, order=20)
+def score(run, labels, config: SimulationConfig, shared) -> MetricResult:
+    """Pearson correlation of each unit's held-out activations with its label's similarity."""
+    import pandas as pd
+
+    c = config
+    sim = simulation_table(run, shared.scorer(c.scorer), labels, c.holdout, c.seed, c.probe,
+                           c.max_images)
+    s = summarize_simulation(sim)
+    return MetricResult(sim, pd.DataFrame({"metric": "simulation_pearson", "method": s["method"],
+                                           "other": None, "kind": "all",
+                                           "n_units": s["n_units"], "value": s["pearson"]}))

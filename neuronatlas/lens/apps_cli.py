@@ -36,12 +36,12 @@ def decompose(
     show: int = typer.Option(8, help="Neurons to print."),
 ):
     """Decompose every neuron's second-order PC into texts; store them as `second-order` labels."""
-    from ..describe.second_order import label_neurons
-    from ..run import labels_path, write_labels
+    from ..describe import describe
+    from ..run import labels_path, read_label_config
 
-    df, config = label_neurons(run, _layers(layers), concepts, solver, terms, alpha, center)
-    df.insert(1, "method", "second-order")
-    write_labels(run, "second-order", df, {"method": "second-order", **config})
+    df = describe(run, "second-order", layers=_layers(layers), concepts=concepts, solver=solver,
+                  top=terms, alpha=alpha, center=center)
+    config = read_label_config(run, "second-order")
     for unit, g in list(df.groupby("unit", sort=False))[:show]:
         words = ", ".join(f"{t} {c:+.2f}" for t, c in zip(g["label"][:6], g["score"][:6]))
         typer.echo(f"{unit:40s} cos {g['cosine'].iloc[0]:.3f}  {words}")

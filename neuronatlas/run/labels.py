@@ -90,6 +90,12 @@ def read_labels(run: Path, method: str):
     return pd.read_parquet(path) if path.exists() else None
 
 
+def read_label_config(run: Path, method: str) -> dict | None:
+    """The config stored with one method's labels (RUN/labels/METHOD.json), or None."""
+    path = Path(run) / "labels" / f"{method}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def lens_app_path(run: Path, name: str) -> Path:
     """RUN/lens/apps/NAME: outputs of the second-order applications (segmentation.json,
     adversarial/SOURCE-to-TARGET/, discovery.json)."""
