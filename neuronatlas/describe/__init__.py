@@ -122,15 +122,15 @@ def options_for(method: str, options: dict) -> dict:
 def describe_all(run, methods=None, skip=(), **options) -> dict:
     """Run every method that can label `run` (or `methods`), each with the options its config
     has: one set of options for all (e.g. scorer= and concepts= reach clip-dissect, vlm= reaches
-    vlm). An option no method takes is refused. Returns {method: labels table}."""
+    vlm). An option no registered method takes is refused. Returns {method: labels table}."""
     from ..errors import UserError
 
     names = [m for m in (methods or methods_for(run)) if m not in skip]
     chosen = {m: get_labeler(m) for m in names}
-    taken = {f for lab in chosen.values() for f in _field_names(lab.config)}
+    taken = {f for lab in labelers().values() for f in _field_names(lab.config)}
     unknown = sorted(set(options) - taken)
-    if unknown:
-        raise UserError(f"no method of {', '.join(names)} takes {', '.join(unknown)}")
+    if unknown:  # a typo; an option of a method that does not run here is fine
+        raise UserError(f"no describe method takes {', '.join(unknown)}")
     return {m: describe(run, m, **options_for(m, options)) for m in chosen}
 
 
