@@ -30,6 +30,7 @@ imported too, so a labeler in your own file works from the command line.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
@@ -109,11 +110,11 @@ def _load() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from .. import describe as package
-
-    for info in pkgutil.iter_modules(package.__path__):
+    # the package's modules, found on disk (importing the package itself from here would be a cycle)
+    package = __name__.rpartition(".")[0]
+    for info in pkgutil.iter_modules([os.path.dirname(__file__)]):
         if not info.name.startswith("_") and info.name != "base":
-            importlib.import_module(f"{package.__name__}.{info.name}")
+            importlib.import_module(f"{package}.{info.name}")
     load_plugins()
 
 
