@@ -24,6 +24,10 @@ import sys
 import time
 from pathlib import Path
 
+# CLIP-Dissect's logit scale before issue 22 (the reference has none: scale 1, the default now); parts
+# (a) and (c) label once more with it, stored as OLD_SCALE_NAME, so the old numbers sit next to the new
+OLD_SCALE = 100.0
+OLD_SCALE_NAME = "clip-dissect-scale100"
 WORLD_CLIP_LAYERS = ["vision_model.encoder.layers.1.mlp.fc1", "vision_model.encoder.layers.3.mlp.fc1"]
 SIZES = {"full": {"synthetic": 1000, "world_clip": 1000, "efficientnet": 500},
          "small": {"synthetic": 40, "world_clip": 40, "efficientnet": 16}}
@@ -64,6 +68,21 @@ def _describe_all(run, scorer: str, concepts: str, log) -> dict[str, float]:
     return seconds
 
 
+def _describe_old_scale(run, scorer: str, concepts: str, log, **options) -> None:
+    from neuronatlas.describe import describe
+
+    t = time.time()
+    describe(run, "clip-dissect", name=OLD_SCALE_NAME, scorer=scorer, concepts=concepts,
+             logit_scale=OLD_SCALE, **options)
+    log(f"  {run.path.name}: clip-dissect at logit_scale {OLD_SCALE:g} in {time.time() - t:.0f} s")
+
+
+OLD_SCALE_NOTE = (f"`{OLD_SCALE_NAME}` is CLIP-Dissect with `logit_scale={OLD_SCALE:g}`, this "
+                  "package's default before issue 22 (the reference code has no logit scale: "
+                  "`clip-dissect` now uses the plain cosine, as it does; see "
+                  "[fidelity.md](fidelity.md)), kept as the old numbers next to the new.")
+
+
 def synthetic(runs: Path, n: int, log) -> str:
     import neuronatlas as na
     from neuronatlas.evaluate import evaluate
@@ -72,6 +91,7 @@ def synthetic(runs: Path, n: int, log) -> str:
     run = na.record("zoo:synthetic-units", probe, runs / "synthetic", layers="units",
                     save_acts=True, num_workers=0)
     _describe_all(run, "zoo:world-clip", "world", log)
+    _describe_old_scale(run, "zoo:world-clip", "world", log)
     s = evaluate(run, scorer="zoo:world-clip", clip_scorer="scorer")
     kinds = run.units["truth_kind"].value_counts().to_dict()
     rows = []
@@ -98,7 +118,7 @@ def synthetic(runs: Path, n: int, log) -> str:
             "`concepts=\"world\"` (soft_wpmi); simulation and CLIP text-space cosine with "
             "`zoo:world-clip`. A single concept can never be exact for an OR/AND unit (its truth "
             "is \"x OR y\"), so *exact all* is capped at the mono share; *partial* counts a label "
-            "that is one of the unit's concepts.\n\n"
+            "that is one of the unit's concepts. " + OLD_SCALE_NOTE + "\n\n"
             + _table(["method", "exact mono", "top-5 mono", "exact all", "top-5 all", "partial all",
                       "MiniLM cos mono / all", "CLIP cos mono / all", "simulation r"], rows)
             + "\n\nBy kind:\n\n"
@@ -203,6 +223,7 @@ def efficientnet(runs: Path, n: int, log) -> str:
     t = time.time()
     describe(run, "clip-dissect", scorer="conse:efficientnet-lite0", concepts="imagenet", top=5)
     log(f"  efficientnet-lite0: clip-dissect in {time.time() - t:.0f} s")
+    _describe_old_scale(run, "conse:efficientnet-lite0", "imagenet", log, top=5)
     names = load_target("zoo:efficientnet-lite0").class_names
     truth = pd.DataFrame({"unit": [f"_fc:{i}" for i in range(len(names))], "truth": names})
     s = evaluate(run, truth=truth, simulation=False, clip_scorer=None)
@@ -224,7 +245,7 @@ def efficientnet(runs: Path, n: int, log) -> str:
             "embedded in word space (the average of its top classes' word vectors), so a logit unit "
             "and ConSE's similarity to its class name are closely related signals: a hit here "
             "says CLIP-Dissect reads back what the scorer already encodes, not that it could name "
-            "an unknown unit. Chance: 0.001 top-1, 0.005 top-5.\n\n"
+            "an unknown unit. Chance: 0.001 top-1, 0.005 top-5. " + OLD_SCALE_NOTE + "\n\n"
             + _table(["method", "units", "top-1", "top-5", "MiniLM cos", "distinct labels", "chance top-1",
                       "chance top-5"], rows)
             + "\n\nExamples (hits, then random misses):\n\n"
