@@ -9,7 +9,11 @@
 3. `zoo:world-clip`'s vision MLP neurons (after GELU), when the trained weights are installed: their
    second-order effects through the later attention heads (the CLIP second-order lens) and every
    labeler, second-order text decomposition included.
-4. The atlas of the synthetic run, exported as a static site, and how to open or serve it.
+4. The atlas of every run above, exported as static sites with one index page linking them, and how
+   to open or serve them.
+
+The tables fit an 80-column terminal: unit ids are shortened (long layer names become L0, L1... with
+a legend) and cells are cut to their column, never wrapped.
 As more stages land they are added here.
 """
 
@@ -93,7 +97,7 @@ def run_demo(out: str | Path = "runs/demo", small: bool = False) -> dict:
                   f"\n  exemplar grids with heatmaps: {out / 'grids'} ({len(grids)} files)"
                   f"\n  in Python: run = neuronatlas.open_run('{out / 'efficientnet-lite0'}'); "
                   f"run.units; run.labels(); run.topk(UNIT)")
-    _atlas(console, syn, out, small)
+    _atlas(console, results, out, small)
     return results
 
 
@@ -116,20 +120,29 @@ def _study(run, out: Path, console: Console, small: bool) -> None:
                   f"form.html in {grids}; the mapping is {mapping}")
 
 
-def _atlas(console: Console, run, out: Path, small: bool) -> None:
-    """Export the synthetic run's atlas (fast: 111 units) and say how to open it or serve any run."""
+def _atlas(console: Console, runs: dict, out: Path, small: bool) -> None:
+    """Export every run's atlas under OUT/atlas/NAME and one index page linking them; say how to
+    open it or serve any run."""
     from neuronatlas.errors import UserError
 
     try:
         from neuronatlas.atlas.export import export
+        from neuronatlas.atlas.hub import write_hub
 
-        # images for the units with the widest spread (all 111 would cost a minute of rendering)
-        page = export(run, out / "atlas", images=12 if small else 40, progress=False)
+        pages = {}
+        for name, run in runs.items():
+            # images for the units with the widest spread and those on the unit list's first
+            # pages (all units would cost minutes of re-running the model)
+            pages[name] = (run, export(run, out / "atlas" / name, images=12 if small else 40,
+                                       progress=False, first_pages=1 if small else 2))
+        hub = write_hub(out / "atlas", pages, title="neuronatlas demo")
     except (ImportError, OSError, UserError) as exc:  # the atlas is optional in the demo
         console.print(f"[yellow]atlas export skipped: {exc}[/]")
         return
-    console.print(f"\n[bold]Open the atlas[/]\n  static: file://{page.resolve()}"
-                  f"\n  served: neuronatlas atlas {run.path} --serve   (then http://127.0.0.1:8765/)")
+    first = next(iter(runs.values()))
+    console.print(f"\n[bold]Open the atlas[/] ({', '.join(runs)})\n  static: file://{hub.resolve()}"
+                  f"\n  served: neuronatlas atlas {first.path} --serve   (then "
+                  "http://127.0.0.1:8765/)")
 
 
 def _world_clip_ready(zoo: dict) -> bool:
@@ -176,18 +189,37 @@ def _grids(run, probe, out: Path, name: str, small: bool) -> list[Path]:
     return paths
 
 
+def short_unit_ids(layers: list[str], width: int = 12) -> tuple[dict[str, str], list[str]]:
+    """{layer: short name} for unit ids in narrow tables (a layer longer than `width` becomes L0,
+    L1...) and the legend lines for the renamed ones."""
+    names, legend = {}, []
+    for i, layer in enumerate(layers):
+        names[layer] = layer if len(layer) <= width else f"L{i}"
+        if names[layer] != layer:
+            legend.append(f"{names[layer]} = {layer}")
+    return names, legend
+
+
+def _table(title: str, columns: list[tuple[str, int]]) -> Table:
+    """A table whose cells never wrap: each column is cut to its width with an ellipsis."""
+    table = Table(title=title, title_justify="left")
+    for name, width in columns:
+        table.add_column(_short(name, width), no_wrap=True, overflow="ellipsis", max_width=width)
+    return table
+
+
 def _print_evaluation(console: Console, run, scorer: str, title: str) -> None:
     from neuronatlas.evaluate import evaluate
 
     summary = evaluate(run, scorer=scorer)
-    table = Table(title=f"{title}: how often is each method right?")
-    for col in ("method", "metric", "kind", "units", "value"):
-        table.add_column(col)
+    table = _table(f"{title}: how often is each method right?",
+                   [("method", 20), ("metric", 19), ("kind", 5), ("units", 5), ("value", 6)])
     keep = summary[summary["metric"].isin(["exact", "top5", "cosine", "simulation_pearson",
                                            "agreement_same_top1"])
                    & summary["kind"].isin(["mono", "all"])]
     for r in keep.itertuples(index=False):
-        table.add_row(str(r.method), str(r.metric), str(r.kind), str(r.n_units), f"{r.value:.3f}")
+        table.add_row(_short(r.method, 20), _short(r.metric, 19), str(r.kind), str(r.n_units),
+                      f"{r.value:.3f}")
     console.print(table)
 
 
@@ -195,19 +227,27 @@ def _print_units(console: Console, run, name: str) -> None:
     labels = run.labels()
     best = labels[labels["rank"] == 0].set_index(["unit", "method"])["label"]
     methods = sorted(labels["method"].unique())
-    table = Table(title=f"{name}: units with the widest activation spread")
-    table.add_column("unit", overflow="fold")  # ids are long; show them whole
-    for col in ("std", "top-3 exemplars", *methods):
-        table.add_column(col)
+    layers = list(run.layers)
+    short, legend = short_unit_ids(layers)
+    unit_w = max(len(f"{short[l]}:{len(run.units)}") for l in layers)
+    # what is left of the terminal (borders and padding take 3 per column + 1) goes to the labels
+    fixed = [("unit", max(4, unit_w)), ("std", 6), ("top image", 12)]
+    left = min(console.width, 120) - 1 - 3 * (len(fixed) + len(methods)) - sum(w for _, w in fixed)
+    method_w = max(6, left // max(1, len(methods)))
+    table = _table(f"{name}: units with the widest activation spread",
+                   fixed + [(m, method_w) for m in methods])
     units = run.units.set_index("unit")
-    for layer in run.layers:
+    for layer in layers:
         for unit in _interesting_units(run, layer, 2):
-            top = run.topk(unit, 3)
-            labels_of = [_short(run.images.iloc[i]["label"] or run.images.iloc[i]["image_id"], 24)
-                         for i in top["index"]]
-            table.add_row(unit, f"{units.loc[unit, 'std']:.3g}", "; ".join(labels_of),
-                          *[_short(best.get((unit, m), "-"), 20) for m in methods])
+            top = run.topk(unit, 1)
+            i = int(top["index"].iloc[0])
+            exemplar = run.images.iloc[i]["label"] or run.images.iloc[i]["image_id"]
+            table.add_row(f"{short[layer]}:{unit.rsplit(':', 1)[1]}",
+                          f"{units.loc[unit, 'std']:.3g}", _short(exemplar, 12),
+                          *[_short(best.get((unit, m), "-"), method_w) for m in methods])
     console.print(table)
+    for line in legend:
+        console.print(f"  {line}")
     s = run.meta["summary"]
     console.print(f"recorded {s['n_ok']} images x {len(run.units)} units; unreadable "
                   f"{s['n_unreadable']}, duplicates {s['n_duplicate']}")

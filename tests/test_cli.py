@@ -68,8 +68,14 @@ def test_record_a_hugging_face_dataset_object(tmp_path):
 
 
 def test_demo_runs_end_to_end_on_a_reduced_size(tmp_path):
-    r = run("demo", "--small", "--out", tmp_path / "demo")
+    import os
+
+    # the demo's tables in an 80-column terminal
+    r = subprocess.run([*CLI, "demo", "--small", "--out", str(tmp_path / "demo")],
+                       capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
     assert r.returncode == 0, r.stderr[-2000:]
+    _assert_tables_fit(r.stderr, 80)
+    _assert_atlas_per_run(tmp_path / "demo")
     run_dir = tmp_path / "demo" / "efficientnet-lite0"
     result = na.open_run(run_dir)
     assert result.meta["summary"]["n_unreadable"] == 0
@@ -83,6 +89,40 @@ def test_demo_runs_end_to_end_on_a_reduced_size(tmp_path):
     assert (tmp_path / "demo" / "study" / "grids" / "form.html").exists()
     assert "Open the atlas" in r.stderr and "--serve" in r.stderr  # the demo ends with the atlas
     assert (tmp_path / "demo" / "atlas" / "index.html").exists()
+
+
+def _assert_tables_fit(text: str, width: int) -> None:
+    """Every line within `width`; no table cell wrapped onto a second line (a wrapped row shows up
+    as a body line whose first cell is blank); unit ids short."""
+    lines = text.splitlines()
+    tables = [l for l in lines if any(c in l for c in "│┃━─┏┗┡└┌")]
+    assert max(len(l) for l in tables) <= width, max(tables, key=len)
+    body = [l for l in lines if l.startswith("│")]
+    assert len(body) >= 10  # the evaluation table and the unit tables were printed
+    for line in body:
+        first = line.split("│")[1]
+        assert first.strip(), f"wrapped cell: {line!r}"
+    assert not any("vision_model.encoder" in l for l in body)  # shortened, with a legend
+    assert any(l.strip().startswith("L0 = vision_model.encoder.layers.1") for l in lines)
+
+
+def _assert_atlas_per_run(demo) -> None:
+    """An atlas per run (synthetic, efficientnet-lite0, world-clip with its second-order labels),
+    one index page linking them."""
+    import json
+
+    index = (demo / "atlas" / "index.html").read_text()
+    names = ["synthetic", "efficientnet-lite0"]
+    if (demo / "world-clip").exists():
+        names.append("world-clip")
+        assert "second-order" in na.open_run(demo / "world-clip").labels()["method"].unique()
+        overview = (demo / "atlas" / "world-clip" / "data" / "overview.js").read_text()
+        assert '"second-order"' in overview
+    for name in names:
+        assert (demo / "atlas" / name / "index.html").exists(), name
+        assert f'href="{name}/index.html"' in index
+        marker = json.loads((demo / "atlas" / name / ".neuronatlas-export").read_text())
+        assert marker["image_units"] >= min(marker["units"], 50)  # the unit list's first page
 
 
 def test_describe_and_evaluate_from_the_command_line(tmp_path):

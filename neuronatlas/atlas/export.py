@@ -11,7 +11,8 @@
 
 Images are exported for every unit of runs with up to AUTO_IMAGE_UNITS units; for bigger runs for
 the AUTO_IMAGE_UNITS units with the widest activation spread unless `images="all"` (rendering
-re-runs the model on every exemplar).
+re-runs the model on every exemplar), and always for the units on the unit list's first FIRST_PAGES
+pages (all units, and each layer's list); any other unit's page says how to get its images.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from ..run import Run, open_run
 from .index import ensure_index
 from .lens_view import export_lens, has_vlm_results, lens_only
 from .pages import EXPORT_URLS, STATIC, shell_html, unit_detail
-from .queries import AtlasIndex
+from .queries import AtlasIndex, UnitQuery
 from .tiles import TileRenderer
 
 ROW_CHUNK = 5000
 DETAIL_CHUNK = 100
 AUTO_IMAGE_UNITS = 2000
+FIRST_PAGES = 2  # pages of the unit list whose units always get images (reachable_units)
 MARKER = ".neuronatlas-export"
 
 
@@ -51,8 +53,21 @@ def _write_js(path: Path, key: str, value) -> None:
     path.write_text(f"NA.put({json.dumps(key)},{text});\n", encoding="utf-8")
 
 
-def image_units(run: Run, index: AtlasIndex, images) -> list[str]:
-    """Which units get exemplar images: 'all', 'none', 'auto' or a number (widest spread first)."""
+def reachable_units(index: AtlasIndex, pages: int = FIRST_PAGES) -> list[str]:
+    """The units on the first `pages` pages of the unit list in its default order and page size:
+    the list of all units and each layer's list (the overview links to both)."""
+    n = pages * UnitQuery.per_page
+    units = [r[0] for r in index.con.execute("SELECT unit FROM units ORDER BY uid LIMIT ?", (n,))]
+    for (layer,) in index.con.execute("SELECT DISTINCT layer FROM units").fetchall():
+        units += [r[0] for r in index.con.execute(
+            "SELECT unit FROM units WHERE layer = ? ORDER BY uid LIMIT ?", (layer, n))]
+    return list(dict.fromkeys(units))
+
+
+def image_units(run: Run, index: AtlasIndex, images, first_pages: int = FIRST_PAGES) -> list[str]:
+    """Which units get exemplar images: 'all', 'none', 'auto' or a number (widest spread first).
+    Short of 'all', the units a person reaches from the unit list's first pages
+    (`reachable_units`) get them too, so browsing from the start never meets an empty page."""
     n = index.overview["n_units"]
     if images == "none" or images == 0:
         return []
@@ -62,13 +77,22 @@ def image_units(run: Run, index: AtlasIndex, images) -> list[str]:
         limit = AUTO_IMAGE_UNITS if images == "auto" else int(images)
     except (TypeError, ValueError):
         raise UserError(f"--images must be all, none, auto or a number (got {images!r})") from None
-    return [r[0] for r in index.con.execute(
+    widest = [r[0] for r in index.con.execute(
         "SELECT unit FROM units ORDER BY (std IS NULL), std DESC, uid LIMIT ?", (limit,))]
+    return list(dict.fromkeys(widest + reachable_units(index, first_pages)))
+
+
+def missing_images_note(run: Run) -> str:
+    """What a unit page without exported images says: how to get them."""
+    return (f"images were not exported for this unit: export again with --images all "
+            f"(neuronatlas atlas {run.path} --export DIR --images all) or serve the run "
+            f"(neuronatlas atlas {run.path} --serve), which renders any unit's images")
 
 
 def export(run: Run | str | Path, out: str | Path, images="auto", progress: bool = True,
-           renderer: TileRenderer | None = None) -> Path:
+           renderer: TileRenderer | None = None, first_pages: int = FIRST_PAGES) -> Path:
     """Write the static atlas of `run` into `out`; returns the path of its index.html.
+    `first_pages`: pages of the unit list whose units get images whatever `images` says.
     A run with a logit lens gets the lens viewer in OUT/vlm/ (a lens-only directory: only that)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
@@ -89,7 +113,7 @@ def export(run: Run | str | Path, out: str | Path, images="auto", progress: bool
     index = AtlasIndex(ensure_index(run)[0])
     renderer = renderer or TileRenderer(run)
 
-    with_images = image_units(run, index, images)
+    with_images = image_units(run, index, images, first_pages)
     if with_images:
         try:
             renderer.ensure(with_images, progress=progress)
@@ -128,8 +152,7 @@ def export(run: Run | str | Path, out: str | Path, images="auto", progress: bool
         chunk = {}
         for u in units[c:c + DETAIL_CHUNK]:
             d = unit_detail(run, index, u, EXPORT_URLS, images_available=u in has_images,
-                            images_note=renderer.error or "images were not exported for this "
-                                        "unit (export with --images all)")
+                            images_note=renderer.error or missing_images_note(run))
             chunk[u] = d
             if u in has_images:
                 _copy_tiles(renderer, u, d, out, made)
