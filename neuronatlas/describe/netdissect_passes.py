@@ -11,6 +11,7 @@ checkpoint (every `checkpoint_seconds`) at the batch it reached. Progress shows 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -63,7 +64,12 @@ def store_key(run, concept_ids, quantile, bins, batch_size, size) -> dict:
     concepts = hashlib.sha256("\n".join(concept_ids).encode()).hexdigest()[:16]
     return {"model": run.meta["key"]["model"], "probe": run.meta["key"]["probe"]["fingerprint"],
             "quantile": quantile, "bins": bins, "batch_size": batch_size, "mask_size": size,
-            "concepts": concepts, "n_concepts": len(concept_ids)}
+            "concepts": concepts, "n_concepts": len(concept_ids), "input": "whole image"}
+
+
+def whole_image(preprocess):
+    """The model's preprocessing without its center crop (resize straight to the input size)."""
+    return dataclasses.replace(preprocess, resize=None)
 
 
 def dissect_counts(run, points, probe, target, indices, concept_ids: list[str], size: int,
@@ -156,7 +162,9 @@ def _pass(store, which, points, probe, target, indices, batch_size, show_progres
     capture = Capture(target, points, reduce={
         p.name: (lambda out, p=p: p.layout.spatial_map(p.layout.canonical(out)).float().cpu())
         for p in points})
-    transform = target.preprocess.transform()
+    # the whole image, resized to the input size without the center crop (as the reference feeds
+    # Broden images): the concept masks cover the whole image, so a cropped map would misalign
+    transform = whole_image(target.preprocess).transform()
     n_units = sum(p.n_units for p in points)
     what = "quantiles" if which == 1 else "IoU counts"
     start = min(done * batch_size, len(indices))
