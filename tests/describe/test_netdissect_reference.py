@@ -14,7 +14,7 @@ from neuronatlas.data import iter_batches
 from neuronatlas.describe.netdissect import netdissect, probe_concepts
 from neuronatlas.describe.netdissect_kernel import (ActiveCounter, ConceptPatterns, DoublingHistogram,
                                                     concept_counts, iou_table, parse_memory)
-from neuronatlas.describe.netdissect_passes import concept_masks
+from neuronatlas.describe.netdissect_passes import concept_masks, whole_image
 from neuronatlas.errors import UserError
 from neuronatlas.recording.hooks import Capture
 from tests.describe.test_netdissect_broden import RGB_MODEL, make_broden
@@ -29,8 +29,9 @@ def all_maps(run, layer):
         point.layout.canonical(o)).float()})
     out = []
     with capture.attached():
-        for b in iter_batches(probe, target.preprocess.transform(), np.arange(len(probe)), 7,
-                              num_workers=0):
+        # the whole image (no center crop), as netdissect and the reference feed it
+        for b in iter_batches(probe, whole_image(target.preprocess).transform(),
+                              np.arange(len(probe)), 7, num_workers=0):
             out.append(capture.run(b.pixels, probe, b.indices)[layer])
     return torch.cat(out), probe
 
