@@ -73,8 +73,12 @@ def ablated(subject: VlmSubject, mask_bt: torch.Tensor | None, vector: torch.Ten
 
     def pre(_m, args, kwargs):
         emb = kwargs.get("inputs_embeds")
-        if emb is None or mask_bt is None or emb.shape[1] < mask_bt.shape[1]:
+        if emb is None or mask_bt is None:
             return None
+        if emb.shape[:1] != mask_bt.shape[:1] or emb.shape[1] < mask_bt.shape[1]:
+            # a silent no-op here would be the reference's kind of bug: say so instead
+            raise ValueError(f"ablation mask {tuple(mask_bt.shape)} does not fit the language "
+                             f"model's input {tuple(emb.shape[:2])}")
         m = torch.zeros(emb.shape[:2], dtype=torch.bool)
         m[:, :mask_bt.shape[1]] = mask_bt
         emb = emb.clone()

@@ -150,3 +150,12 @@ def test_answer_checks():
     assert names_object("a big red solid circle left and a small blue striped square right on a "
                         "white background", it)
     assert not names_object("a big blue solid circle left and a small red striped square right", it)
+
+
+def test_a_mask_that_does_not_fit_is_an_error_not_a_no_op():
+    s = tiny_subject()
+    inputs = s.inputs(_pixels(2), ["ab", "abcd"])
+    wrong = torch.zeros(1, inputs["input_ids"].shape[1], dtype=torch.bool)
+    with pytest.raises(ValueError, match="does not fit"):
+        with torch.no_grad(), ablated(s, wrong, None):
+            s.model(**inputs)
