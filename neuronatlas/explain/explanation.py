@@ -95,8 +95,10 @@ def explain(run, image, *, target=None, probe=None, target_class=None, text: str
     attributions = attribute(target, batch, points, objective, method, steps)
     with torch.no_grad(), captured(target, points) as store:
         target.run(batch)
-        pooled = {p.name: pool_output(store[p.name], p.layout, poolings[p.name])[0].double().numpy()
+        pooled = {p.name: pool_output(store[p.name], p.layout, poolings[p.name])[0].detach().double().numpy()
                   for p in points}
+        maps = {p.name: p.layout.spatial_map(p.layout.canonical(store[p.name]))[0]
+                for p in points if p.layout.has_grid}
     units = run.units
     curves = []
     for p in (points if deletion_layers == "all" else points[-1:]):
@@ -106,6 +108,9 @@ def explain(run, image, *, target=None, probe=None, target_class=None, text: str
                                       objective, ks, random_draws, seed))
     chain = build_chain(target, batch, points[-chain_layers:] if chain_layers else points, poolings,
                         objective, chain_k)
+    for node in chain["nodes"]:  # the unit's map on this image (its grid), for heat maps
+        if node["layer"] in maps:
+            node["map"] = np.round(maps[node["layer"]][node["index"]].detach().double().numpy(), 5).tolist()
     labels = unit_labels(run)
     last = points[-1].name
     order = np.argsort(-attributions[last], kind="stable")[:top]

@@ -99,5 +99,6 @@ def test_the_explanation_names_the_contributing_units_in_weight_order(recorded, 
     assert curve["attribution"][curve["k"].index(4)] == pytest.approx(0.0, abs=1e-6) or \
         curve["attribution"][curve["k"].index(4)] < curve["attribution"][k1]
     assert [n["unit"] for n in result["chain"]["nodes"]] == named[:3]
+    assert np.asarray(result["chain"]["nodes"][0]["map"]).shape == (8, 8)  # its heat map
     assert (tmp_path / "ex" / "explanation.json").exists()
     assert (tmp_path / "ex" / "attributions.parquet").exists()
