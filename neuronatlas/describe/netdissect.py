@@ -114,6 +114,29 @@ def _netdissect(run, layers=None, quantile: float = 0.005, mask_size: int | None
                 target=None, probe=None, show_progress: bool = False):
     import pandas as pd
 
+    counts, concepts, config = layer_counts(run, layers, quantile, mask_size, batch_size, bins,
+                                            memory_budget, target, probe, show_progress)
+    rows = []
+    k = min(top, len(concepts))
+    for name, lc in counts.items():
+        iou = lc.iou()
+        order = torch.argsort(-iou, dim=1, stable=True)[:, :k]
+        thr = lc.thresholds
+        for u in range(lc.n_units):
+            for r, c in enumerate(order[u].tolist()):
+                cid, phrase, category = concepts[c]
+                rows.append((f"{name}:{u}", "netdissect", r, phrase, float(iou[u, c]), cid,
+                             category, float(thr[u])))
+    df = pd.DataFrame(rows, columns=["unit", "method", "rank", "label", "score", "concept",
+                                     "category", "threshold"])
+    return df, {**config, "top": k}
+
+
+def layer_counts(run, layers=None, quantile: float = 0.005, mask_size: int | None = None,
+                 batch_size: int = 32, bins: int = 2048, memory_budget=None, target=None,
+                 probe=None, show_progress: bool = False):
+    """({layer: LayerCounts}, concepts [(id, phrase, category)], config) of the run's spatial
+    layers: the two passes (stored in the run and reused), shared with compositional NetDissect."""
     from ..recording.replay import probe_for_run, target_for_run
     from .netdissect_passes import dissect_counts
 
@@ -143,21 +166,8 @@ def _netdissect(run, layers=None, quantile: float = 0.005, mask_size: int | None
     counts = dissect_counts(run, points, probe, target, indices, concept_ids, size, quantile, bins,
                             batch_size, budget, show_progress=show_progress)
 
-    rows = []
-    k = min(top, len(concept_ids))
-    for p in points:
-        iou = counts[p.name].iou()
-        order = torch.argsort(-iou, dim=1, stable=True)[:, :k]
-        thr = counts[p.name].thresholds
-        for u in range(p.n_units):
-            for r, c in enumerate(order[u].tolist()):
-                cid, phrase, category = concepts[c]
-                rows.append((f"{p.name}:{u}", "netdissect", r, phrase, float(iou[u, c]), cid,
-                             category, float(thr[u])))
-    df = pd.DataFrame(rows, columns=["unit", "method", "rank", "label", "score", "concept",
-                                     "category", "threshold"])
-    config = {"quantile": quantile, "mask_size": size, "top": k,
-              "bins": bins, "layers": [p.name for p in points], "probe": probe.spec,
+    config = {"quantile": quantile, "mask_size": size, "bins": bins,
+              "layers": [p.name for p in points], "probe": probe.spec,
               "concepts": "world" if probe.kind == "world" else probe.spec,
               "n_concepts": len(concept_ids), "n_images": int(len(indices))}
-    return df, config
+    return counts, concepts, config

@@ -5,8 +5,15 @@ Per (unit, method), from the method's ranked labels (rank 0 = its label) and the
 - exact:   the label is the truth (after lower-casing and collapsing spaces), or names the same world
            concept id (labelers that output a `concept` column, e.g. netdissect);
 - top5:    the truth is among the method's top-5 labels (same matching);
-- partial: the label is one of the truth's concepts (e.g. "red" for "red AND circle"); for a mono
-           unit partial equals exact;
+- partial: the label is one of the truth's concepts (e.g. "red" for "red AND circle"), or a formula
+           naming one of them; for a mono unit partial equals exact;
+- concept_credit: partial credit per concept: |named & true| / |named | true| over the concepts a
+           label names without negation (1 for an exact match, 1/2 for "red" on "red OR circle",
+           1/3 for "red OR square" on it);
+
+Formulas (compositional NetDissect's labels, `describe/formulas.py`: "circle OR red", concept
+column "shape:circle OR color:red") are exact when they are the truth up to order: a chain of one
+operator over the same concepts as an OR / AND unit's ("red OR circle" == "circle OR red").
 - cosine:  cosine similarity of the label's and the truth's text embeddings (MiniLM by default), as
            in the CLIP-Dissect paper's evaluation;
 - clip_cosine: the same in a CLIP's text space (an ImageTextScorer's `encode_texts`, e.g.
@@ -20,6 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import Any, opt
+from ..describe.formulas import canonical as canonical_formula
+from ..describe.formulas import parse as parse_formula
+from ..describe.formulas import positive_leaves
 from .base import MetricConfig, MetricResult, metric
 
 TRUTH_COLUMNS = ("unit", "truth")
@@ -43,11 +53,36 @@ def _phrases(concepts: str | None) -> tuple[set[str], set[str]]:
     return ids, phrases
 
 
-def _matches(label, concept, truth: str, concepts: str | None) -> bool:
+_KIND_OP = {"mono": "LEAF", "or": "OR", "and": "AND"}
+
+
+def _is_formula(text) -> bool:
+    return isinstance(text, str) and bool(parse_formula(text)[1])
+
+
+def _matches(label, concept, truth: str, concepts: str | None, kind=None) -> bool:
     if normalize(label) == normalize(truth):
         return True
-    ids, _ = _phrases(concepts)
+    ids, phrases = _phrases(concepts)
+    op = _KIND_OP.get(kind) if len(ids) > 1 else "LEAF"
+    if _is_formula(concept) and op:
+        return canonical_formula(concept) == (op, frozenset(ids))
+    if _is_formula(label) and op:
+        got = canonical_formula(label)
+        return got is not None and got[0] == op and {normalize(x) for x in got[1]} == phrases
     return len(ids) == 1 and (concept in ids or normalize(label) in {normalize(i) for i in ids})
+
+
+def _named(label, concept, ids: set[str], phrases: set[str]) -> tuple[set[str], set[str]]:
+    """(what the label names, the truth) in one vocabulary: concept ids when the label has them."""
+    if isinstance(concept, str) and concept:
+        return positive_leaves(concept), ids
+    return {normalize(x) for x in positive_leaves(str(label))}, phrases
+
+
+def _credit(label, concept, ids: set[str], phrases: set[str]) -> float:
+    named, true = _named(label, concept, ids, phrases)
+    return len(named & true) / len(named | true) if true else float("nan")
 
 
 def ground_truth_table(labels, truth, embedder=None, top: int = 5, clip_scorer=None):
@@ -72,14 +107,17 @@ def ground_truth_table(labels, truth, embedder=None, top: int = 5, clip_scorer=N
     for (unit, method), g in merged.groupby(["unit", "method"], sort=True):
         g = g.sort_values("rank", kind="stable")
         first = g.iloc[0]
-        hits = [_matches(r.label, r.concept, r.truth, r.concepts) for r in g.itertuples()]
+        hits = [_matches(r.label, r.concept, r.truth, r.concepts, r.kind) for r in g.itertuples()]
         ids, phrases = _phrases(first.concepts)
-        partial = hits[0] or normalize(first.label) in phrases or first.concept in ids
+        named, true = _named(first.label, first.concept, ids, phrases)
+        partial = hits[0] or normalize(first.label) in phrases or first.concept in ids \
+            or bool(named & true)
         rows.append({"unit": unit, "method": method, "kind": first.kind, "truth": first.truth,
                      "label": first.label, "exact": bool(hits[0]), "top5": bool(any(hits[:top])),
-                     "partial": bool(partial)})
+                     "partial": bool(partial),
+                     "concept_credit": _credit(first.label, first.concept, ids, phrases)})
     table = pd.DataFrame(rows, columns=["unit", "method", "kind", "truth", "label", "exact", "top5",
-                                        "partial"])
+                                        "partial", "concept_credit"])
     table["cosine"] = label_cosines(table["label"], table["truth"], embedder) if len(table) else []
     if clip_scorer is not None:
         table["clip_cosine"] = (label_cosines(table["label"], table["truth"],
@@ -117,8 +155,9 @@ def summarize_ground_truth(table):
     clip_cosine when the table has it)."""
     import pandas as pd
 
-    metrics = ["exact", "top5", "partial", "cosine"] + (["clip_cosine"] if "clip_cosine" in
-                                                        table.columns else [])
+    metrics = ["exact", "top5", "partial", "concept_credit", "cosine"] + (
+        ["clip_cosine"] if "clip_cosine" in table.columns else [])
+    metrics = [m for m in metrics if m in table.columns]
     if not len(table):
         return pd.DataFrame(columns=["method", "kind", "n_units", *metrics])
     every = table.assign(kind="all")
@@ -148,14 +187,16 @@ def _has_truth(run, labels, config, shared) -> bool:
 
 @metric("ground_truth", GroundTruthConfig, applies=_has_truth, order=10)
 def score(run, labels, config: GroundTruthConfig, shared) -> MetricResult:
-    """exact, top5, partial, cosine (and clip_cosine) against the units' true labels."""
+    """exact, top5, partial, concept_credit, cosine (and clip_cosine) against the units' true
+    labels."""
     import pandas as pd
 
     clip = shared.scorer(config.clip_scorer) if config.clip_scorer is not None else None
     gt = ground_truth_table(labels, shared.truth, shared.embedder(config.embedder), config.top,
                             clip_scorer=clip)
     s = summarize_ground_truth(gt)
-    names = ("exact", "top5", "partial", "cosine") + (("clip_cosine",) if clip is not None else ())
+    names = ("exact", "top5", "partial", "concept_credit", "cosine") + (
+        ("clip_cosine",) if clip is not None else ())
     summary = pd.concat([pd.DataFrame({"metric": m, "method": s["method"], "other": None,
                                        "kind": s["kind"], "n_units": s["n_units"],
                                        "value": s[m]}) for m in names], ignore_index=True)

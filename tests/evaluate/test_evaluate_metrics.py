@@ -57,6 +57,29 @@ def test_ground_truth_metrics_by_hand():
     assert s.loc[("b", "mono"), "top5"] == 1.0
 
 
+def test_formula_labels_match_up_to_order_with_credit_per_concept():
+    labels = pd.DataFrame([
+        ("l:2", "c", 0, "square OR circle", "shape:square OR shape:circle"),       # exact, reordered
+        ("l:1", "c", 0, "circle AND red", "shape:circle AND color:red"),           # exact
+        ("l:0", "c", 0, "red AND NOT circle", "color:red AND NOT shape:circle"),   # 1 of 1 named
+        ("l:2", "d", 0, "circle AND square", "shape:circle AND shape:square"),     # wrong operator
+        ("l:1", "d", 0, "(red OR blue) AND circle", "(color:red OR color:blue) AND shape:circle"),
+        ("l:2", "e", 0, "square OR circle", None),                                  # text only
+        ("l:1", "e", 0, "red", None),                                               # single concept
+    ], columns=["unit", "method", "rank", "label", "concept"])
+    gt = ground_truth_table(labels, TRUTH).set_index(["unit", "method"])
+    assert gt["exact"].to_dict() == {("l:0", "c"): False, ("l:1", "c"): True, ("l:2", "c"): True,
+                                     ("l:1", "d"): False, ("l:2", "d"): False, ("l:1", "e"): False,
+                                     ("l:2", "e"): True}
+    credit = gt["concept_credit"]
+    assert credit[("l:2", "c")] == 1 and credit[("l:1", "c")] == 1 and credit[("l:0", "c")] == 1
+    assert credit[("l:2", "d")] == 1  # the right concepts, the wrong operator: credit, not exact
+    assert credit[("l:1", "d")] == pytest.approx(2 / 3) and credit[("l:1", "e")] == 0.5
+    assert gt["partial"].all()
+    s = summarize_ground_truth(gt.reset_index()).set_index(["method", "kind"])
+    assert s.loc[("d", "all"), "concept_credit"] == pytest.approx((1 + 2 / 3) / 2)
+
+
 def test_concept_column_counts_as_exact_for_mono_units():
     labels = labels_table([("l:0", "nd", 0, "something else", 0.3)]).assign(concept="color:red")
     gt = ground_truth_table(labels, TRUTH)
