@@ -29,11 +29,21 @@ def _zoo_help() -> str:
     return help_text()
 
 
+def _spec_help() -> str:
+    """Every model family's grammar (plugins included), from the families themselves."""
+    from .models.registry import forms
+
+    text = f"Model spec: {forms()}; e.g. timm:vit_tiny_patch16_224."
+    try:  # typer renders help as rich markup: the grammars' [optional] parts are not tags
+        from rich.markup import escape
+    except ImportError:
+        return text
+    return escape(text)
+
+
 @app.command()
 def layers(
-    model: str = typer.Argument(..., help="Model spec, e.g. timm:vit_tiny_patch16_224, "
-                                           "torchvision:resnet50, open_clip:ViT-B-32/openai, "
-                                           "hf:PATH, zoo:NAME or path/to/file.py:factory."),
+    model: str = typer.Argument(..., help=_spec_help()),
     weights: Optional[str] = typer.Option(None, help="Local weights file or directory."),
     random_weights: bool = typer.Option(False, "--random-weights",
                                         help="Build the architecture with random weights."),

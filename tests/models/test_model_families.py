@@ -110,6 +110,10 @@ def test_a_plugin_family_records_through_the_cli(plugin_dir, tmp_path):
     r = cli("layers", "toy:conv/x", site=plugin_dir)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip() == "error: bad toy spec 'toy:conv/x': use toy:conv/CHANNELS, e.g. toy:conv/4"
+    # and `layers --help` lists its grammar with the built-in ones (no hand-kept list of forms)
+    r = cli("layers", "--help", site=plugin_dir)
+    helptext = " ".join(r.stdout.replace("│", " ").split())
+    assert r.returncode == 0 and "toy:conv/CHANNELS" in helptext and "timm:NAME[.TAG]" in helptext
 
 
 @pytest.mark.parametrize("spec, says", [
