@@ -4,8 +4,9 @@ Long-running stages call `fault_point("merge.acts")` at each step where a crash 
 Nothing happens unless the environment names that step:
 
     NEURONATLAS_FAULT=merge.acts          the process kills itself the first time it reaches the step
-    NEURONATLAS_FAULT=record.batch@3      ... the third time
+    NEURONATLAS_FAULT=shard.batch@3      ... the third time
     NEURONATLAS_FAULT_SIGNAL=INT          with SIGINT (Ctrl-C) instead of the default SIGKILL
+    NEURONATLAS_FAULT_SIGNAL=STOP         stops there (holding whatever it holds) until SIGCONT
 
 The tests in tests/reliability/ run the real CLI in a subprocess with these set, then check that
 rerunning the same command ends with the result of an undisturbed run. The steps are listed in
@@ -39,6 +40,7 @@ def fault_point(step: str) -> None:
         return
     name = os.environ.get("NEURONATLAS_FAULT_SIGNAL", "KILL").upper().removeprefix("SIG")
     os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
-    # A caught signal (INT) raises at Python's next signal check: sleeping is one, so the
-    # KeyboardInterrupt leaves from this step and not from a later one.
-    time.sleep(5)
+    if name in ("INT", "TERM"):
+        # A caught signal raises at Python's next signal check: sleeping is one, so the
+        # KeyboardInterrupt leaves from this step and not from a later one.
+        time.sleep(5)

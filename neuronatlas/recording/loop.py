@@ -31,6 +31,7 @@ from .. import run as rundir
 from ..data import iter_batches, open_probe
 from ..data.probe import ProbeSet
 from ..errors import DiskFullError, UserError
+from ..faults import fault_point
 from .progress import Progress
 
 
@@ -88,8 +89,14 @@ class ShardJob:
 
 def run_shard(job: ShardJob, probe: ProbeSet, indices: np.ndarray, files: "rundir.ShardFiles",
               options: LoopOptions = LoopOptions(), show_progress: bool = False) -> ShardProgress:
-    """Run (or resume, or skip when finished) one shard: the probe images `indices`, ascending."""
+    """Run (or resume, or skip when finished) one shard: the probe images `indices`, ascending.
+    The shard is locked meanwhile: a second process on the same shard is refused at once."""
     files.create()
+    with files.lock():
+        return _run_shard(job, probe, indices, files, options, show_progress)
+
+
+def _run_shard(job, probe, indices, files, options, show_progress) -> ShardProgress:
     ck = files.load_checkpoint()
     if ck is None:
         accs, prog, n_digests = job.accumulators(None), ShardProgress(), 0
@@ -109,6 +116,7 @@ def run_shard(job: ShardJob, probe: ProbeSet, indices: np.ndarray, files: "rundi
             w.flush()
         digest_log.flush()
         files.save_checkpoint({n: a.state() for n, a in accs.items()}, prog.to_json(len(seen)))
+        fault_point("shard.checkpoint")
 
     bar = Progress(f"{job.label} shard {files.shard}/{files.n_shards}", len(indices), prog.position,
                    enabled=show_progress)
@@ -137,6 +145,7 @@ def run_shard(job: ShardJob, probe: ProbeSet, indices: np.ndarray, files: "rundi
                 prog.position += span
                 bar.advance(span)
                 n_batches += 1
+                fault_point("shard.batch")  # committed in memory, not yet checkpointed
                 every = options.checkpoint_every
                 if (every and n_batches % every == 0) or \
                         time.monotonic() - last_ck > options.checkpoint_seconds:
@@ -146,6 +155,7 @@ def run_shard(job: ShardJob, probe: ProbeSet, indices: np.ndarray, files: "rundi
             raise RuntimeError(f"loader returned {prog.position} of {len(indices)} images")
         prog.complete = True
         checkpoint()
+        fault_point("shard.done")
     except DiskFullError:
         raise
     except UserError:

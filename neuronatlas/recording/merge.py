@@ -41,6 +41,17 @@ def finalize(out: str | Path, require: bool = False):
     """Write the final run once every shard is complete; returns the Run, or None if shards are
     missing (an error instead when `require`)."""
     out = Path(out)
+    rundir.read_meta(out)  # not a run: say so before taking a lock in it
+    try:
+        with rundir.merge_lock(out):
+            return _finalize(out, require)
+    except rundir.RunLocked:
+        if require:
+            raise
+        return None  # another process is merging this run right now: it finishes it
+
+
+def _finalize(out: Path, require: bool):
     meta = rundir.read_meta(out)
     if meta.get("status") == "complete":
         rundir.remove_partial_acts(out)  # a merge killed after marking the run complete

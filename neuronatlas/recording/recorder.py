@@ -111,15 +111,18 @@ def record(model: str | Target, data, out: str | Path, config: RecordConfig | No
     for p in points:
         check_pooling(poolings[p.name], p.layout, p.name)
     out = Path(out)
-    meta = rundir.create_or_verify(out, build_meta(target, probe, points, poolings, config))
+    rundir.check_run_path(out)
+    with rundir.setup_lock(out):  # shards starting together create these files once
+        meta = rundir.create_or_verify(out, build_meta(target, probe, points, poolings, config))
+        if meta.get("status") != "complete":
+            if not rundir.has_table(out, "images"):
+                rundir.write_table(out, "images", listing_table(probe))
+            if target.truth is not None:  # synthetic units: their true labels
+                rundir.write_truth(out, target.truth)
     if meta.get("status") == "complete":
         return finalize(out)  # returns the run (and tidies up after a merge killed at its end)
-    if not rundir.has_table(out, "images"):
-        rundir.write_table(out, "images", listing_table(probe))
-    if target.truth is not None:  # synthetic units: their true labels
-        rundir.write_truth(out, target.truth)
     task = ShardTask(lambda: RecordJob(target, points, poolings, config, out), probe,
                      shard_indices(len(probe), config.shard, config.n_shards, config.shard_mode),
                      rundir.ShardFiles(out, config.shard, config.n_shards), loop_options(config))
-    run_tasks([task], engine, show_progress)
+    run_tasks([task], engine, show_progress)  # each shard under its lock (loop.run_shard)
     return finalize(out)

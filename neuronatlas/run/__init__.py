@@ -18,6 +18,8 @@
     RUN/partials/SHARD/checkpoint.npz  a shard's accumulators + progress, replaced atomically
     RUN/partials/SHARD/digests.bin     (index int64, blake2b-16) per decoded image, append-only
     RUN/partials/SHARD/acts/LAYER.npy  a shard's pooled rows, in shard order
+    RUN/partials/SHARD/lock            held (flock) by the process recording that shard: PID, host, start
+    RUN/partials/{setup,merge}.lock    held while run.json and the listing are created / while merging
     RUN/atlas/                         caches of the atlas (derived, safe to delete): index.sqlite,
                                        tiles-KEY/ exemplar images"""
 
@@ -26,6 +28,7 @@
 from .storage import *  # noqa: F401,F403
 from .storage import _atomic_write, _short  # noqa: F401
 from .labels import *  # noqa: F401,F403
+from .lock import RunLocked, merge_lock, run_lock, setup_lock, shard_lock  # noqa: F401
 from .reader import *  # noqa: F401,F403
 from .second_order_store import *  # noqa: F401,F403
 from .dissect_store import *  # noqa: F401,F403

@@ -76,6 +76,20 @@ def is_run(path: Path) -> bool:
     return (Path(path) / "run.json").exists()
 
 
+def check_run_path(run: Path) -> None:
+    """Refuse a run path that exists but is not a directory, before anything is written."""
+    run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise UserError(f"{run} is a file, not a run directory: pass a new or existing run "
+                        f"directory as --out (or move the file away)")
+    for parent in run.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{parent} is a file, so {run} cannot be created: pass another "
+                                f"--out path")
+            break
+
+
 # -- identity: never mix two recordings in one directory ------------------------------------------
 def create_or_verify(run: Path, meta: dict) -> dict:
     """Create RUN/run.json, or check that the existing one has the same identity key."""
@@ -285,6 +299,12 @@ class ShardFiles:
     def create(self) -> None:
         with disk_errors(self.dir):
             self.dir.mkdir(parents=True, exist_ok=True)
+
+    def lock(self):
+        """Held while one process writes this shard (run/lock.py): a second is refused at once."""
+        from .lock import shard_lock
+
+        return shard_lock(self.root, self.shard, self.n_shards)
 
     def load_checkpoint(self) -> tuple[dict[str, dict], dict] | None:
         return load_checkpoint(self.dir)
