@@ -19,7 +19,7 @@
     RUN/partials/SHARD/digests.bin     (index int64, blake2b-16) per decoded image, append-only
     RUN/partials/SHARD/acts/LAYER.npy  a shard's pooled rows, in shard order
     RUN/partials/SHARD/lock            held (flock) by the process recording that shard: PID, host, start
-    RUN/partials/{setup,merge}.lock    held while run.json and the listing are created / while merging
+    RUN/locks/{setup,merge}.lock       held while run.json and the listing are created / while merging
     RUN/atlas/                         caches of the atlas (derived, safe to delete): index.sqlite,
                                        tiles-KEY/ exemplar images"""
 

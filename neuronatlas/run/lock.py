@@ -131,12 +131,12 @@ def shard_lock(run: Path | str, shard: int, n_shards: int):
 
 
 def merge_lock(run: Path | str):
-    """RUN/partials/merge.lock: held while a process merges the shards into the final run."""
-    return run_lock(Path(run) / "partials" / "merge.lock", f"{run} (merging its shards)", _RESUME)
+    """RUN/locks/merge.lock: held while a process merges the shards into the final run."""
+    return run_lock(Path(run) / "locks" / "merge.lock", f"{run} (merging its shards)", _RESUME)
 
 
 def setup_lock(run: Path | str):
-    """RUN/partials/setup.lock: held for the moment a process creates run.json and the image listing
+    """RUN/locks/setup.lock: held for the moment a process creates run.json and the image listing
     (shards starting together wait for each other, instead of writing the same files at once)."""
-    return run_lock(Path(run) / "partials" / "setup.lock", f"{run} (being set up)", _RESUME,
+    return run_lock(Path(run) / "locks" / "setup.lock", f"{run} (being set up)", _RESUME,
                     wait=120.0)
