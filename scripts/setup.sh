@@ -8,6 +8,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
+# Every pip install below (install-zoo.sh's too) gets the exact versions the suite passed with;
+# pyproject.toml keeps the ranges. Refresh the pins with scripts/refresh-constraints.sh.
+export PIP_CONSTRAINT=constraints.txt
 pip_install() { "$VPY" -m pip install --disable-pip-version-check -q "$@"; }
 # torch first, pinned: timm and open_clip import torchvision, which must match torch exactly.
 if ! "$VPY" -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" 2>/dev/null; then
