@@ -17,7 +17,12 @@ Every client shares what `ChatClient.chat` does around the model call:
   labelling run resumes for free;
 - a concurrency limit (a semaphore held only during model calls; `chat_many` runs a thread pool);
 - retries with exponential backoff and full jitter on `TransientError` (429, 5xx, timeouts,
-  connection errors), honouring the server's Retry-After;
+  connection errors), honouring the server's Retry-After; how many: max_retries= or
+  $NEURONATLAS_CHAT_MAX_RETRIES (default 6); a server's timeout: timeout= or
+  $NEURONATLAS_CHAT_TIMEOUT (seconds, default 120);
+- two kinds of failure: `ChatError` (nothing can be asked: retries exhausted, bad key, unknown
+  model) and its subclass `RequestFailed` (this request got no usable answer: a malformed or empty
+  reply, a content filter), which callers record against the one unit and go on;
 - token accounting (`Usage`): prompt and completion tokens from each response, summed.
 """
 
@@ -28,6 +33,7 @@ import hashlib
 import importlib
 import io
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -127,7 +133,13 @@ class TransientError(Exception):
 
 
 class ChatError(UserError):
-    """The model kept failing (retries exhausted) or refused the request (4xx)."""
+    """The model kept failing (retries exhausted) or refused every request (bad key, unknown
+    model): nothing more can be asked until the user fixes it."""
+
+
+class RequestFailed(ChatError):
+    """This one request got no usable answer (a malformed reply, an empty one, a content filter, a
+    4xx about this request): the caller records it against its unit and goes on with the others."""
 
 
 # -- token accounting ----------------------------------------------------------------------------
@@ -179,8 +191,8 @@ class ResponseCache:
     def put(self, key: str, model: str, response: ChatResponse) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
-                             (key, model, response.text, response.prompt_tokens,
-                              response.completion_tokens, time.time()))
+                             (key, model, str(response.text), int(response.prompt_tokens),
+                              int(response.completion_tokens), time.time()))
             self._db.commit()  # committed per response: a crash loses at most the one in flight
 
     def __len__(self) -> int:
@@ -193,14 +205,42 @@ class ResponseCache:
 
 
 # -- retries -------------------------------------------------------------------------------------
+MAX_RETRIES_ENV = "NEURONATLAS_CHAT_MAX_RETRIES"
+TIMEOUT_ENV = "NEURONATLAS_CHAT_TIMEOUT"
+
+
+def env_number(name: str, default, kind=float, minimum=0):
+    """A number from the environment variable `name` (default when unset), with a one-line error."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise UserError(f"${name}={raw!r} is not a {'whole ' if kind is int else ''}number >= "
+                        f"{minimum}: set it to e.g. {default}, or unset it")
+    return value
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter: wait uniform(0, min(max_delay, base * 2**attempt)),
-    or the server's Retry-After (capped at max_delay) when it sent one."""
+    or the server's Retry-After (capped at max_delay) when it sent one. `from_env()` reads
+    max_retries from $NEURONATLAS_CHAT_MAX_RETRIES (default 6)."""
 
     max_retries: int = 6
     base_delay: float = 0.5
     max_delay: float = 30.0
+
+    @classmethod
+    def from_env(cls, max_retries: int | None = None) -> "RetryPolicy":
+        if max_retries is None:
+            max_retries = env_number(MAX_RETRIES_ENV, cls.max_retries, int)
+        if max_retries < 0:
+            raise UserError(f"--max-retries must be 0 or more (got {max_retries})")
+        return cls(max_retries=max_retries)
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         if retry_after is not None:
@@ -219,11 +259,17 @@ class ChatClient:
     reads_text_only: bool = True  # can answer a request without images (e.g. summarise captions)
 
     def __init__(self, concurrency: int = 4, cache: str | Path | ResponseCache | None = None,
-                 retry: RetryPolicy = RetryPolicy(), seed: int = 0):
+                 retry: RetryPolicy | None = None, seed: int = 0, max_retries: int | None = None,
+                 timeout: float | None = None):
         if concurrency < 1:
             raise UserError(f"concurrency must be at least 1 (got {concurrency})")
         self.concurrency = concurrency
-        self.retry = retry
+        self.retry = retry if retry is not None else RetryPolicy.from_env(max_retries)
+        # seconds one request may take, for clients that ask a server ($NEURONATLAS_CHAT_TIMEOUT)
+        self.timeout = float(timeout) if timeout is not None else \
+            env_number(TIMEOUT_ENV, 120.0, float, minimum=0.001)
+        if self.timeout <= 0:
+            raise UserError(f"--timeout must be more than 0 seconds (got {timeout})")
         self.usage = Usage()
         self._slots = threading.BoundedSemaphore(concurrency)
         self._rng = random.Random(seed)
@@ -274,14 +320,23 @@ class ChatClient:
                 time.sleep(wait)
 
     def chat_many(self, requests: list[ChatRequest],
-                  on_result: Callable[[int, ChatResponse], None] | None = None) -> list[ChatResponse]:
+                  on_result: Callable[[int, ChatResponse], None] | None = None,
+                  failed: str = "raise") -> list[ChatResponse]:
         """Answers in request order, `concurrency` at a time; `on_result(i, response)` is called as
         each completes. The first error is raised once the requests already started have finished
-        (their answers are cached)."""
+        (their answers are cached). With failed="keep", a `RequestFailed` takes that request's place
+        in the list instead (the others are still asked); other errors are raised as before."""
         out: list[ChatResponse | None] = [None] * len(requests)
+        keep = failed == "keep"
         if len(requests) <= 1 or self.concurrency == 1:
             for i, r in enumerate(requests):
-                out[i] = self.chat(r)
+                try:
+                    out[i] = self.chat(r)
+                except RequestFailed as exc:
+                    if not keep:
+                        raise
+                    out[i] = exc
+                    continue
                 if on_result:
                     on_result(i, out[i])
             return out
@@ -292,6 +347,13 @@ class ChatClient:
                 for f in as_completed(futures):
                     try:
                         out[futures[f]] = f.result()
+                    except RequestFailed as exc:
+                        if keep:
+                            out[futures[f]] = exc
+                            continue
+                        error = error or exc
+                        cancel_pending(futures)
+                        continue
                     except Exception as exc:  # keep the others' answers (cached), then re-raise
                         error = error or exc
                         cancel_pending(futures)
@@ -342,5 +404,5 @@ def load_chat_client(spec: str | ChatClient, **kwargs) -> ChatClient:
 
 
 __all__ = ["CHAT_CLIENTS", "ChatClient", "ChatError", "ChatRequest", "ChatResponse", "ImagePart",
-           "Message", "ResponseCache", "RetryPolicy", "TransientError", "Usage", "is_chat_spec",
-           "load_chat_client"]
+           "Message", "RequestFailed", "ResponseCache", "RetryPolicy", "TransientError", "Usage",
+           "is_chat_spec", "load_chat_client"]

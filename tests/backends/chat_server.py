@@ -9,7 +9,10 @@ shape, and answers deterministically from what it was sent:
 and reports usage (prompt_tokens = words of the texts + 100 per image; completion_tokens = words
 of the reply). It counts requests, measures the maximum number in flight, and plays a script of
 faults: "429" (with Retry-After), "500", "timeout" (sleeps `timeout_sleep` s before answering), or
-from request `fail_from` on, 500 for everything (a dead backend).
+from request `fail_from` on, 500 for everything (a dead backend). A fault may also be a malformed
+HTTP-200 reply: bytes (sent as the body as they are) or a dict (sent as the JSON body); `rule(body)`,
+when set, picks such a fault (or None) from the request itself, so one unit's requests can fail
+whatever order they arrive in.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class ChatServer:
         self.delay, self.retry_after, self.timeout_sleep = delay, retry_after, timeout_sleep
         self.faults: list[str] = []
         self.fail_from: int | None = None
+        self.rule = None  # request body -> fault or None
         self.requests = 0  # every POST received, faulty ones included
         self.answered = 0  # 200 replies
         self.in_flight = self.max_in_flight = 0
@@ -73,8 +77,8 @@ class ChatServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def _send(self, h, code: int, payload: dict, headers: dict | None = None):
-        body = json.dumps(payload).encode()
+    def _send(self, h, code: int, payload, headers: dict | None = None):
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
             h.send_response(code)
             h.send_header("Content-Type", "application/json")
@@ -102,6 +106,8 @@ class ChatServer:
             self.requests += 1
             n = self.requests
             fault = self.faults.pop(0) if self.faults else None
+            if fault is None and self.rule is not None:
+                fault = self.rule(body)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.bodies.append(body)
@@ -115,6 +121,8 @@ class ChatServer:
                                   {"Retry-After": self.retry_after})
             if fault == "500" or (self.fail_from is not None and n >= self.fail_from):
                 return self._send(h, 500, {"error": {"message": "internal error"}})
+            if isinstance(fault, (bytes, dict)):  # a malformed HTTP-200 reply
+                return self._send(h, 200, fault)
             if fault == "timeout":
                 time.sleep(self.timeout_sleep)
             if not isinstance(body.get("model"), str) or not body.get("messages"):
