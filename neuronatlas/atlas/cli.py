@@ -17,6 +17,10 @@ def atlas(
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the atlas to "
                                                "your network."),
     port: int = typer.Option(8765, help="Port of the web app."),
+    allow_host: Optional[list[str]] = typer.Option(
+        None, "--allow-host", help="Also answer to this host name (repeat, or comma-separate; "
+                                   "'*.example.org' for subdomains). By default the server "
+                                   "answers only to loopback names and --host."),
     export: Optional[Path] = typer.Option(None, "--export", help="Write a static site into DIR "
                                                                  "(opens from file://)."),
     images: str = typer.Option("auto", help="Units whose exemplar images are exported: auto "
@@ -40,4 +44,4 @@ def atlas(
     except ImportError:
         raise UserError("the atlas server needs fastapi and uvicorn: pip install "
                         "'neuronatlas[atlas]'") from None
-    do_serve(run, host=host, port=port)
+    do_serve(run, host=host, port=port, allow_hosts=allow_host or ())

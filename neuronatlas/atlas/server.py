@@ -5,7 +5,9 @@
 Pages (/, /units, /unit/UNIT, /compare) are one HTML shell whose script asks the JSON API
 (/api/...) for data; exemplar tiles (/tiles/...) are rendered on first request and cached under the
 run (see tiles.py). Only GET routes exist. Paths from the URL are only ever resolved inside the
-run directory or the package's static folder (`safe_join`); anything else is a 404.
+run directory or the package's static folder (`safe_join`); anything else is a 404. Requests whose
+Host header is not a loopback name (or one allowed with --allow-host) get a 400 (hosts.py: DNS
+rebinding).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserError
 from ..run import Run, open_run
+from .hosts import HostCheck, allowed_hosts
 from .index import ensure_index
 from .lens_view import add_lens_routes, has_vlm_results, lens_only
 from .pages import SERVER_URLS, STATIC, not_found_html, safe_join, shell_html, unit_detail
@@ -28,9 +31,13 @@ from .tiles import TileRenderer
 log = logging.getLogger("neuronatlas.atlas")
 
 
-def create_app(run: Run | str | Path, renderer: TileRenderer | None = None):
+def create_app(run: Run | str | Path, renderer: TileRenderer | None = None,
+               allow_hosts=allowed_hosts()):
+    """The app over `run`; it answers only to the names in `allow_hosts` (hosts.py)."""
     if not isinstance(run, Run) and lens_only(run):
-        return _lens_app(Path(run))
+        app = _lens_app(Path(run))
+        app.add_middleware(HostCheck, allowed=allow_hosts)
+        return app
     run = open_run(run) if not isinstance(run, Run) else run
     path, _ = ensure_index(run)
     index = AtlasIndex(path)
@@ -63,6 +70,8 @@ def create_app(run: Run | str | Path, renderer: TileRenderer | None = None):
     async def server_error(request: Request, exc: Exception):  # one line, never a stack trace
         log.exception("atlas request failed: %s", request.url.path)
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    app.add_middleware(HostCheck, allowed=allow_hosts)
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
@@ -188,10 +197,13 @@ def _exemplar_owner(index: AtlasIndex, run: Run, image: int) -> str | None:
 
 
 def serve(run: Run | str | Path, host: str = "127.0.0.1", port: int = 8765,
-          log_level: str = "warning") -> None:
+          log_level: str = "warning", allow_hosts=()) -> None:
+    """Serve the atlas; it answers to loopback names, `host` and the names in `allow_hosts`."""
     import uvicorn
 
-    app = create_app(run)
-    print(f"neuronatlas atlas of {app.state.run.path} at http://{host}:{port}/  (Ctrl-C stops)",
-          flush=True)
+    allowed = allowed_hosts(host, allow_hosts)
+    app = create_app(run, allow_hosts=allowed)
+    where = getattr(app.state, "run", None)
+    print(f"neuronatlas atlas of {where.path if where else run} at http://{host}:{port}/  "
+          f"(answers to {', '.join(allowed)}; Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -13,7 +13,7 @@ from neuronatlas.atlas.queries import AtlasIndex, UnitQuery
 
 @pytest.fixture(scope="module")
 def client(atlas_app):
-    return TestClient(atlas_app, raise_server_exceptions=False)
+    return TestClient(atlas_app, base_url="http://127.0.0.1", raise_server_exceptions=False)
 
 
 def test_search_filters_and_paging(client, atlas_run):
@@ -159,7 +159,7 @@ def test_run_from_an_in_memory_model_serves_without_images(tmp_path):
     run = na.record(tiny_hf_clip_target(), "world:n=12,size=32,seed=0", tmp_path / "run",
                     layers="vision_model.encoder.layers.0.mlp.fc1", k=3, show_progress=False,
                     num_workers=0)
-    client = TestClient(create_app(run), raise_server_exceptions=False)
+    client = TestClient(create_app(run), base_url="http://127.0.0.1", raise_server_exceptions=False)
     assert "in-memory model" in client.get("/api/overview").json()["tiles_error"]
     unit = run.units.unit.iloc[0]
     d = client.get(f"/api/unit/{unit}").json()
@@ -179,3 +179,51 @@ def test_index_falls_back_to_a_user_cache_when_the_run_is_read_only(run_copy, tm
     path, rebuilt = ensure_index(run_copy)
     assert rebuilt and path.is_relative_to(tmp_path / "cache" / "neuronatlas" / "atlas")
     assert ensure_index(run_copy) == (path, False)
+
+
+def get_with_host(server, path: str, host: str | None):
+    con = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    con.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+    if host is not None:
+        con.putheader("Host", host)
+    con.endheaders()
+    r = con.getresponse()
+    body = r.read()
+    con.close()
+    return r.status, body
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8765", "127.0.0.1.evil.example",
+                                  "localhost.evil.example", "10.0.0.5", "[fe80::1]:8765", "",
+                                  None])
+def test_a_foreign_host_header_is_refused_dns_rebinding(live_server, host):
+    """A page that rebinds its own name to 127.0.0.1 sends Host: its name; every path is refused,
+    the run's files (cache/chat.sqlite among them) included."""
+    for path in ("/files/run.json", "/api/units", "/", "/static/app.js"):
+        status, body = get_with_host(live_server, path, host)
+        assert status == 400, (host, path, status)
+        assert b"neuronatlas-run" not in body
+        if host is not None:  # (without any Host, HTTP/1.1 itself refuses the request)
+            assert b"--allow-host" in body, body
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:8765", "localhost:8765", "LOCALHOST",
+                                  "[::1]:8765", "127.0.0.2", "app.localhost:1"])
+def test_loopback_names_are_answered(live_server, host):
+    status, body = get_with_host(live_server, "/files/run.json", host)
+    assert status == 200 and b'"neuronatlas-run"' in body
+
+
+def test_allow_host_adds_names(atlas_run):
+    from neuronatlas.atlas.hosts import allowed_hosts
+    from neuronatlas.atlas.server import create_app
+    from tests.atlas.conftest import LiveServer
+
+    allowed = allowed_hosts("0.0.0.0", ["atlas.lab.example", "*.corp.example,box"])
+    assert "0.0.0.0" not in allowed  # a wildcard bind is no name
+    assert allowed_hosts("192.168.1.7")[-1] == "192.168.1.7"  # the bound address is one
+    with LiveServer(create_app(atlas_run, allow_hosts=allowed)) as server:
+        for host in ("atlas.lab.example:8765", "x.corp.example", "BOX", "localhost"):
+            assert get_with_host(server, "/files/run.json", host)[0] == 200, host
+        for host in ("corp.example", "lab.example", "evil.example"):
+            assert get_with_host(server, "/files/run.json", host)[0] == 400, host

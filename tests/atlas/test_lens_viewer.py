@@ -53,7 +53,7 @@ def test_image_json_is_the_parquet_rows(lens_run):
 def test_served_routes(lens_run):
     from fastapi.testclient import TestClient
 
-    client = TestClient(create_app(lens_run))
+    client = TestClient(create_app(lens_run), base_url="http://127.0.0.1")
     assert client.get("/", follow_redirects=False).headers["location"] == "/vlm/lens"
     assert len(client.get("/api/vlm/lens").json()["images"]) == N
     assert client.get("/api/vlm/lens/3").json()["index"] == 3
@@ -119,7 +119,7 @@ def test_recorded_run_gets_the_viewer_beside_its_atlas(run_copy, lens_run, tmp_p
     from fastapi.testclient import TestClient
 
     shutil.copytree(LensStore(lens_run).dir, LensStore(run_copy.path).dir)
-    client = TestClient(create_app(run_copy))
+    client = TestClient(create_app(run_copy), base_url="http://127.0.0.1")
     assert '"lens": "/vlm/lens"' in client.get("/").text
     assert len(client.get("/api/vlm/lens").json()["images"]) == N
     page_ = export(run_copy, tmp_path / "site", images="none", progress=False)
