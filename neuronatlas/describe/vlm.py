@@ -18,6 +18,12 @@ first), heatmap, n_exemplars. The config records the clients, prompt hashes and 
 Resume: every answer is cached (RUN/cache/chat.sqlite, keyed by model + prompt + image hashes +
 parameters) and every finished unit is appended to RUN/labels/.partial/ (run.LabelProgress); a
 rerun after an interruption asks only what is missing.
+
+Failures: a request that gets no usable answer (`RequestFailed`: a malformed or empty reply, a
+content filter) fails its unit alone, recorded with the reason; the other units go on and the labels
+of every finished unit are written. The failed units are listed in the config (`failed`) and by the
+CLI, and asked again only with `retry_failed=True` (`--retry-failed`). An error no request can get
+past (the server down after every retry, a bad key) stops the run; finished units stay saved.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.chat import ChatClient, ChatRequest, cancel_pending, load_chat_client
+from ..backends.chat import ChatClient, ChatRequest, RequestFailed, cancel_pending, load_chat_client
 from ..config import Any, Literal, opt
 from ..errors import UserError
 from .base import LabelerConfig, Labels, labeler
@@ -61,10 +67,11 @@ def parse_label(text: str) -> tuple[str, str]:
     return (label or "no description"), description
 
 
-def _client(spec, concurrency: int, cache) -> ChatClient | None:
+def _client(spec, concurrency: int, cache, **limits) -> ChatClient | None:
     if spec is None:
         return None
-    client = load_chat_client(spec, concurrency=concurrency, cache=cache) \
+    limits = {k: v for k, v in limits.items() if v is not None}  # timeout, max_retries
+    client = load_chat_client(spec, concurrency=concurrency, cache=cache, **limits) \
         if not isinstance(spec, ChatClient) else spec
     if isinstance(spec, ChatClient) and client.cache is None and cache is not None:
         client.set_cache(cache)
@@ -120,6 +127,12 @@ class VLMConfig(LabelerConfig):
     target: Any = opt(None, "The run's model, already loaded (Python only).", cli=False)
     seed: int = opt(0, "Seed of the background images.")
     show_progress: bool = opt(True, "Show a progress bar.")
+    retry_failed: bool = opt(False, "Ask the units that failed before (malformed or empty "
+                                    "replies) again.")
+    timeout: float | None = opt(None, "Seconds one request may take (default "
+                                      "$NEURONATLAS_CHAT_TIMEOUT or 120).")
+    max_retries: int | None = opt(None, "Retries of a request that fails transiently (default "
+                                        "$NEURONATLAS_CHAT_MAX_RETRIES or 6).")
 
     def validate(self) -> None:
         if self.k < 1:
@@ -132,6 +145,12 @@ class VLMConfig(LabelerConfig):
 
 
 def _usage(run, name: str) -> str:
+    """The usage line (stdout); units that failed are listed on stderr as a warning."""
+    import sys
+
+    failures = failed_line(run, name)
+    if failures:
+        print(f"warning: {failures}", file=sys.stderr)
     return usage_line(run, name)
 
 
@@ -139,7 +158,10 @@ def _usage(run, name: str) -> str:
 def describe_vlm(run, config: VLMConfig) -> Labels:
     """Label units with a VLM (see the module docstring). vlm / llm: chat client specs
     (openai:MODEL@URL, hf-vlm:PATH, zoo:world-llava) or ChatClient instances. cache: True (the
-    run's cache), a path, or None. Returns the labels table and the clients, prompts and usage."""
+    run's cache), a path, or None. retry_failed: ask the units that failed before again.
+    timeout / max_retries: per request (default $NEURONATLAS_CHAT_TIMEOUT or 120 s,
+    $NEURONATLAS_CHAT_MAX_RETRIES or 6). Returns the labels table and the clients, prompts, usage
+    and the failed units."""
     c = config
     vlm, llm, mode, k, heatmap, prompts, concurrency = (c.vlm, c.llm, c.mode, c.k, c.heatmap,
                                                         c.prompts, c.concurrency)
@@ -148,6 +170,7 @@ def describe_vlm(run, config: VLMConfig) -> Labels:
     max_tokens, tile_size, alpha, probe, target, seed = (c.max_tokens, c.tile_size, c.alpha,
                                                          c.probe, c.target, c.seed)
     show_progress = c.show_progress
+    retry_failed, timeout, max_retries = c.retry_failed, c.timeout, c.max_retries
     from ..recording.replay import probe_for_run, target_for_run
     from ..recording.progress import Progress
     from ..run import LabelProgress, chat_cache_path
@@ -162,8 +185,9 @@ def describe_vlm(run, config: VLMConfig) -> Labels:
         raise UserError(f"k (exemplars per unit) must be at least 1 (got {k})")
     templates = load_prompts(prompts)
     cache = chat_cache_path(run.path) if cache is True else cache
-    vlm_client = _client(vlm, concurrency, cache)
-    llm_client = _client(llm, concurrency, cache) if mode == "captions" else None
+    limits = {"timeout": timeout, "max_retries": max_retries}
+    vlm_client = _client(vlm, concurrency, cache, **limits)
+    llm_client = _client(llm, concurrency, cache, **limits) if mode == "captions" else None
     if llm_client is not None and not llm_client.reads_text_only:
         raise UserError(f"--llm {llm_client.name} cannot summarise text (it only answers questions "
                         f"about images): leave --llm unset for the offline summariser, or pass an "
@@ -183,8 +207,12 @@ def describe_vlm(run, config: VLMConfig) -> Labels:
                 "prompts": fingerprint(templates)}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     progress = LabelProgress(run.path, f"vlm-{key}")
-    done = progress.read()
-    todo = [u for u in unit_list if u not in done]
+    records = progress.read()
+    done = {u: r for u, r in records.items() if "failed" not in r}
+    failed = {u: r["failed"] for u, r in records.items() if "failed" in r}
+    if retry_failed:
+        failed = {}
+    todo = [u for u in unit_list if u not in done and u not in failed]
     highlight = templates["highlight"] if heatmap else ""
     caption_prompt = render(templates["caption"], highlight=highlight)
     model_lock = threading.Lock()  # the target's hooks and the probe are used by one thread at a time
@@ -217,7 +245,9 @@ def describe_vlm(run, config: VLMConfig) -> Labels:
         plain = render(templates["caption"], highlight="")  # random images carry no heatmap
         reqs = [ChatRequest.user(plain, [probe.read_image(i).convert("RGB")], max_tokens=max_tokens)
                 for i in idx]
-        background = [r.text.strip() for r in vlm_client.chat_many(reqs)]
+        # a background caption that fails is left out (the background is a random sample)
+        background = [r.text.strip() for r in vlm_client.chat_many(reqs, failed="keep")
+                      if not isinstance(r, RequestFailed)]
 
     bar = Progress(f"vlm {mode}", len(unit_list), len(unit_list) - len(todo), show_progress)
     try:
@@ -228,6 +258,11 @@ def describe_vlm(run, config: VLMConfig) -> Labels:
                 for f in as_completed(futures):
                     try:
                         rec = f.result()
+                    except RequestFailed as exc:  # this unit alone: record it, go on
+                        failed[futures[f]] = str(exc)
+                        progress.append({"unit": futures[f], "failed": str(exc)})
+                        bar.advance(1)
+                        continue
                     except Exception as exc:  # let the running units finish and be saved
                         error = error or exc
                         cancel_pending(futures)
@@ -243,16 +278,38 @@ def describe_vlm(run, config: VLMConfig) -> Labels:
     finally:
         bar.close()
 
-    df = _table([done[u] for u in unit_list], mode, summarizer, background, top)
+    failed = {u: failed[u] for u in unit_list if u in failed}
+    if not any(u in done for u in unit_list):
+        raise UserError(f"no unit could be labelled: all {len(failed)} failed ({_shown(failed)}); "
+                        f"fix the model or server, then rerun with --retry-failed")
+    df = _table([done[u] for u in unit_list if u in done], mode, summarizer, background, top)
     config = {"mode": mode, "k": k, "heatmap": heatmap, "alpha": alpha, "tile_size": tile_size,
               "max_tokens": max_tokens, "summarizer": summarizer, "vlm": vlm_client.describe(),
               "llm": llm_client.describe() if llm_client else None, "prompts_dir":
               str(prompts) if prompts else None, "prompts": fingerprint(templates),
               "n_background": len(background), "seed": seed, "n_units": len(unit_list),
+              "failed": failed,
               "usage": {"vlm": vlm_client.usage.snapshot(),
                         "llm": llm_client.usage.snapshot() if llm_client else None}}
-    progress.finish()
+    if not failed:  # with failures the partial file keeps them for --retry-failed
+        progress.finish()
     return Labels(df, config)
+
+
+def _shown(failed: dict, n: int = 3) -> str:
+    items = [f"{u}: {why}" for u, why in list(failed.items())[:n]]
+    return "; ".join(items) + ("; ..." if len(failed) > n else "")
+
+
+def failed_line(run, name: str = "vlm") -> str | None:
+    """One line naming the units a vlm labelling could not label, or None (what the CLI prints)."""
+    from ..run import open_run
+
+    failed = open_run(run).label_config(name).get("failed") or {}
+    if not failed:
+        return None
+    return (f"{len(failed)} units failed and have no {name} label ({_shown(failed)}): rerun "
+            f"`neuronatlas describe {run} --method vlm ... --retry-failed` to ask them again")
 
 
 def _table(records: list[dict], mode: str, summarizer: str, background: list[str], top: int):
