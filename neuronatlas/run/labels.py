@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-from .storage import disk_errors, write_json, write_table
+from .storage import disk_errors, read_parquet_file, write_json, write_table
 
 
 # -- labels (written by the describe stages) -------------------------------------------------------
@@ -84,10 +84,9 @@ def labels_path(run: Path, method: str) -> Path:
 def read_labels(run: Path, method: str):
     """One method's labels table from RUN/labels/METHOD.parquet (any run directory, recorded or
     lens-only), or None when that method has not labelled it."""
-    import pandas as pd
-
     path = labels_path(run, method)
-    return pd.read_parquet(path) if path.exists() else None
+    return read_parquet_file(path, f"rerun `neuronatlas describe` for {method}") \
+        if path.exists() else None
 
 
 def read_label_config(run: Path, method: str) -> dict | None:
@@ -120,10 +119,8 @@ def evaluation_path(run: Path, name: str) -> Path:
 
 def read_evaluation(run: Path, name: str):
     """RUN/evaluation/NAME.parquet as a DataFrame, or None when there is none (any run directory)."""
-    import pandas as pd
-
     path = evaluation_path(run, name)
-    return pd.read_parquet(path) if path.exists() else None
+    return read_parquet_file(path, f"rerun `neuronatlas evaluate {run}`") if path.exists() else None
 
 
 def write_evaluation(run: Path, name: str, df) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import UserError, near_matches
 from .labels import LABEL_COLUMNS
-from .storage import acts_path, cache_dir, layer_dir, read_meta
+from .storage import (RERECORD, acts_path, cache_dir, layer_dir, read_json_file, read_meta,
+                      read_parquet_file)
 
 
 # -- the finished run ----------------------------------------------------------------------------
@@ -33,12 +34,10 @@ class Run:
 
     @property
     def units(self):
-        import pandas as pd
-
         if self._units is None:
-            units = pd.read_parquet(self.path / "units.parquet")
+            units = read_parquet_file(self.path / "units.parquet", RERECORD)
             if (self.path / "truth.parquet").exists():  # units with known true labels
-                truth = pd.read_parquet(self.path / "truth.parquet")
+                truth = read_parquet_file(self.path / "truth.parquet", RERECORD)
                 truth = truth.rename(columns={c: f"truth_{c}" for c in truth.columns
                                               if c not in ("unit", "truth")})
                 units = units.merge(truth, on="unit", how="left")
@@ -47,10 +46,8 @@ class Run:
 
     @property
     def images(self):
-        import pandas as pd
-
         if self._images is None:
-            self._images = pd.read_parquet(self.path / "images.parquet")
+            self._images = read_parquet_file(self.path / "images.parquet", RERECORD)
         return self._images
 
     def parse_unit(self, unit: str) -> tuple[str, int]:
@@ -131,20 +128,19 @@ class Run:
         if not files:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                                  zip(LABEL_COLUMNS, ("str", "str", "int64", "str", "float64"))})
-        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        return pd.concat([read_parquet_file(f, _relabel(self.path, f.stem)) for f in files],
+                         ignore_index=True)
 
     def evaluation(self, name: str = "summary"):
         """An evaluation table written by `neuronatlas.evaluate` (summary, ground_truth, ...)."""
-        import pandas as pd
-
         path = self.path / "evaluation" / f"{name}.parquet"
         if not path.exists():
             raise UserError(f"{self.path} has no evaluation table '{name}': run "
                             f"`neuronatlas evaluate {self.path}` first")
-        return pd.read_parquet(path)
+        return read_parquet_file(path, f"rerun `neuronatlas evaluate {self.path}`")
 
     def label_config(self, method: str) -> dict:
-        return json.loads((self.path / "labels" / f"{method}.json").read_text())
+        return read_json_file(self.path / "labels" / f"{method}.json", _relabel(self.path, method))
 
     def histogram(self, unit: str) -> tuple[np.ndarray, np.ndarray]:
         """(bin edges, counts) of the unit's pooled activations."""
@@ -177,6 +173,10 @@ class Run:
 
         return hashlib.blake2b(json.dumps(self.meta["key"], sort_keys=True).encode(),
                                digest_size=8).hexdigest()
+
+
+def _relabel(run: Path, method: str) -> str:
+    return f"rerun `neuronatlas describe {run} --method ...` for {method} (or delete the file)"
 
 
 def atlas_dir(run: Path | str) -> Path:

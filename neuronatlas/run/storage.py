@@ -125,14 +125,49 @@ def write_meta(run: Path, meta: dict) -> None:
     write_json(Path(run) / "run.json", meta)
 
 
+# -- reading files of a run: a damaged one is one line naming it -----------------------------------
+def damaged(path: Path, why: str, fix: str) -> UserError:
+    return UserError(f"{path} is damaged ({' '.join(str(why).split())[:160]}): {fix}")
+
+
+def read_json_file(path: Path, fix: str = "re-create it with the command that wrote it"):
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing: {fix}") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise damaged(path, f"not valid JSON: {exc}", fix) from None
+
+
+def read_parquet_file(path: Path, fix: str = "re-create it with the command that wrote it"):
+    """A Parquet table; a missing, truncated or foreign file is a one-line UserError naming it."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing: {fix}") from None
+    except Exception as exc:  # pyarrow.ArrowInvalid / OSError: truncated, not Parquet
+        if isinstance(exc, (KeyboardInterrupt, MemoryError)):
+            raise
+        raise damaged(path, f"{type(exc).__name__}: {exc}", fix) from None
+
+
+RERECORD = "re-record the run (the same record command into a new --out directory)"
+
+
 def read_meta(run: Path) -> dict:
     path = Path(run) / "run.json"
     if not path.exists():
         raise UserError(f"{run} is not a neuronatlas run (no run.json): record one with "
                         f"`neuronatlas record MODEL --layers ... --data ... --out {run}`")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
-        raise UserError(f"{path} is not a neuronatlas run file")
+    meta = read_json_file(path, "re-record the run into a new --out directory (its shards' "
+                                "checkpoints cannot be merged without it)")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{path} is not a neuronatlas run file: point at a directory written by "
+                        f"`neuronatlas record`, or re-record the run into a new --out directory")
     return meta
 
 
@@ -330,9 +365,7 @@ def has_table(run: Path, name: str) -> bool:
 
 
 def read_table(run: Path, name: str):
-    import pandas as pd
-
-    return pd.read_parquet(Path(run) / f"{name}.parquet")
+    return read_parquet_file(Path(run) / f"{name}.parquet", RERECORD)
 
 
 def write_table(run: Path, name: str, df) -> None:
