@@ -28,7 +28,8 @@
 from .storage import *  # noqa: F401,F403
 from .storage import _atomic_write, _short  # noqa: F401
 from .labels import *  # noqa: F401,F403
-from .lock import RunLocked, merge_lock, run_lock, setup_lock, shard_lock  # noqa: F401
+from .lock import RunLocked, merge_lock, run_lock, setup_lock  # noqa: F401
+from .storage import shard_lock  # noqa: F401
 from .reader import *  # noqa: F401,F403
 from .second_order_store import *  # noqa: F401,F403
 from .dissect_store import *  # noqa: F401,F403

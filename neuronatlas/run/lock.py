@@ -116,27 +116,16 @@ def _try_lock(fd: int, path: Path) -> bool:
 
 
 # -- the locks of a run directory --------------------------------------------------------------
-_RESUME = "wait for that process to end (or stop it), then rerun this command to resume"
-
-
-def shard_lock(run: Path | str, shard: int, n_shards: int):
-    """RUN/partials/SHARD/lock: held while one process records that shard. Other shards of the same
-    run take their own locks, so they still record at the same time."""
-    from .storage import partial_dir
-
-    fix = _RESUME + (f"; other shards record at the same time with --shard I/{n_shards}"
-                     if n_shards > 1 else "")
-    return run_lock(partial_dir(run, shard, n_shards) / "lock", f"{run} (shard {shard}/{n_shards})",
-                    fix)
+RESUME = "wait for that process to end (or stop it), then rerun this command to resume"
 
 
 def merge_lock(run: Path | str):
     """RUN/locks/merge.lock: held while a process merges the shards into the final run."""
-    return run_lock(Path(run) / "locks" / "merge.lock", f"{run} (merging its shards)", _RESUME)
+    return run_lock(Path(run) / "locks" / "merge.lock", f"{run} (merging its shards)", RESUME)
 
 
 def setup_lock(run: Path | str):
     """RUN/locks/setup.lock: held for the moment a process creates run.json and the image listing
     (shards starting together wait for each other, instead of writing the same files at once)."""
-    return run_lock(Path(run) / "locks" / "setup.lock", f"{run} (being set up)", _RESUME,
+    return run_lock(Path(run) / "locks" / "setup.lock", f"{run} (being set up)", RESUME,
                     wait=120.0)

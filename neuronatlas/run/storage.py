@@ -71,6 +71,18 @@ def partial_dir(run: Path, shard: int, n_shards: int) -> Path:
     return Path(run) / "partials" / f"shard-{shard:05d}-of-{n_shards:05d}"
 
 
+def shard_lock(run: Path | str, shard: int, n_shards: int):
+    """RUN/partials/SHARD/lock: held while one process records that shard. Other shards of the same
+    run take their own locks, so they still record at the same time. (Here, not in lock.py, which
+    knows no run paths: lock.py stays below storage.)"""
+    from .lock import RESUME, run_lock
+
+    fix = RESUME + (f"; other shards record at the same time with --shard I/{n_shards}"
+                    if n_shards > 1 else "")
+    return run_lock(partial_dir(run, shard, n_shards) / "lock", f"{run} (shard {shard}/{n_shards})",
+                    fix)
+
+
 def is_run(path: Path) -> bool:
     """Whether `path` holds a recording (its run.json), finished or not."""
     return (Path(path) / "run.json").exists()
@@ -337,8 +349,6 @@ class ShardFiles:
 
     def lock(self):
         """Held while one process writes this shard (run/lock.py): a second is refused at once."""
-        from .lock import shard_lock
-
         return shard_lock(self.root, self.shard, self.n_shards)
 
     def load_checkpoint(self) -> tuple[dict[str, dict], dict] | None:
