@@ -92,6 +92,10 @@ def record(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1... (default: GPU if present)."),
     checkpoint_seconds: float = typer.Option(60.0, help="Checkpoint at least this often (seconds)."),
     checkpoint_every: Optional[int] = typer.Option(None, help="Also checkpoint every N batches."),
+    basis: list[str] = typer.Option([], "--basis",
+                                    help="LAYER=FILE.npz: record LAYER's units in the basis of an "
+                                         "encoder file (features as units, ids LAYER:INDEX@NAME; "
+                                         "neuronatlas.run.save_encoder_file writes one). Repeatable."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Record top/bottom exemplars and statistics of every unit of LAYERS over a probe set.
@@ -108,12 +112,27 @@ def record(
                        dedup=dedup, shard=i, n_shards=n, shard_mode=shard_mode, seed=seed,
                        weights=weights, random_weights=random_weights, device=device,
                        checkpoint_seconds=checkpoint_seconds, checkpoint_every=checkpoint_every)
-    run = do_record(model, data, out, cfg, show_progress=not quiet)
+    run = do_record(model, data, out, cfg, show_progress=not quiet,
+                    basis=_encoders(basis) if basis else None)
     if run is None:
         typer.echo(f"shard {i}/{n} done; the run is merged when every shard has finished "
                    f"(or run `neuronatlas merge {out}`)")
         return
     _print_summary(run)
+
+
+def _encoders(items: list[str]) -> dict:
+    """--basis LAYER=FILE options -> {layer: encoder}."""
+    from .recording.basis import encoder_from_state
+    from .run import load_encoder_file
+
+    out = {}
+    for item in items:
+        layer, eq, path = item.partition("=")
+        if not eq or not layer or not path:
+            raise UserError(f"--basis must look like LAYER=FILE.npz (got '{item}')")
+        out[layer] = encoder_from_state(*load_encoder_file(path))
+    return out
 
 
 def _print_summary(run) -> None:

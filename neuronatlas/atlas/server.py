@@ -192,7 +192,7 @@ def _exemplar_owner(index: AtlasIndex, run: Run, image: int) -> str | None:
         for side in ("top", "bottom"):
             hits = np.flatnonzero((np.asarray(run.array(layer, f"{side}_index")) == image).any(1))
             if len(hits):
-                return f"{layer}:{int(hits[0])}"
+                return run.unit_id(layer, int(hits[0]))
     return None
 
 

@@ -133,10 +133,12 @@ class TileRenderer:
 
         from ..recording.hooks import Capture
         from ..recording.pooling import pool
+        from ..recording.replay import views_for_run
 
         target, probe = self._model()
-        point = target.select([layer])[0]
-        layout, pooling = point.layout, self.run.layers[layer]["pooling"]
+        view = views_for_run(self.run, target, [layer])[0]  # the units in their recorded basis
+        point = view.point
+        layout, pooling = view.layout, self.run.layers[layer]["pooling"]
         cols = [self.run.parse_unit(u)[1] for u in units]
         sel = torch.tensor(cols, dtype=torch.long)
         wanted = {u: self.exemplar_indices(u) for u in units}
@@ -144,7 +146,7 @@ class TileRenderer:
         geometry, transform = target.preprocess.geometry(), target.preprocess.transform()
         size = target.preprocess.size
         capture = Capture(target, [point], reduce={
-            point.name: lambda out: layout.canonical(out)[:, sel.to(out.device)].clone()})
+            point.name: lambda out: view.canonical(out)[:, sel.to(out.device)].clone()})
         maps: dict[tuple[int, int], np.ndarray] = {}  # (column in units, image) -> (h, w) map
         values: dict[tuple[int, int], float] = {}
         with capture.attached():

@@ -430,7 +430,7 @@ def describe_clip_dissect(run, config: ClipDissectConfig) -> Labels:
             bar.close()
         n_units, n_top = v.shape
         frames.append(pd.DataFrame({
-            "unit": np.repeat([f"{layer}:{u}" for u in range(n_units)], n_top),
+            "unit": np.repeat([run.unit_id(layer, u) for u in range(n_units)], n_top),
             "rank": np.tile(np.arange(n_top), n_units).astype(np.int64),
             "label": np.asarray(concept_set.texts, dtype=object)[i.reshape(-1)],
             "score": v.reshape(-1).astype(np.float64),

@@ -125,7 +125,7 @@ def _netdissect(run, layers=None, quantile: float = 0.005, mask_size: int | None
         for u in range(lc.n_units):
             for r, c in enumerate(order[u].tolist()):
                 cid, phrase, category = concepts[c]
-                rows.append((f"{name}:{u}", "netdissect", r, phrase, float(iou[u, c]), cid,
+                rows.append((run.unit_id(name, u), "netdissect", r, phrase, float(iou[u, c]), cid,
                              category, float(thr[u])))
     df = pd.DataFrame(rows, columns=["unit", "method", "rank", "label", "score", "concept",
                                      "category", "threshold"])
@@ -137,7 +137,7 @@ def layer_counts(run, layers=None, quantile: float = 0.005, mask_size: int | Non
                  probe=None, show_progress: bool = False):
     """({layer: LayerCounts}, concepts [(id, phrase, category)], config) of the run's spatial
     layers: the two passes (stored in the run and reused), shared with compositional NetDissect."""
-    from ..recording.replay import probe_for_run, target_for_run
+    from ..recording.replay import probe_for_run, target_for_run, views_for_run
     from .netdissect_passes import dissect_counts
 
     if not 0 < quantile < 1:
@@ -148,7 +148,7 @@ def layer_counts(run, layers=None, quantile: float = 0.005, mask_size: int | Non
     names = [layers] if isinstance(layers, str) else list(layers or run.layers)
     for name in names:
         run.parse_unit(f"{name}:0")  # unknown layer -> UserError with near matches
-    points = [p for p in target.select(names) if p.layout.has_grid]
+    points = [v for v in views_for_run(run, target, names) if v.layout.has_grid]
     if not points:
         raise UserError(f"netdissect needs layers with a spatial grid; {', '.join(names)} "
                         f"{'has' if len(names) == 1 else 'have'} none (vector outputs): pick conv "

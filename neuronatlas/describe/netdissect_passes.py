@@ -76,7 +76,7 @@ def dissect_counts(run, points, probe, target, indices, concept_ids: list[str], 
                    quantile: float, bins: int, batch_size: int, memory_budget: int,
                    show_progress: bool = False, checkpoint_seconds: float = 60.0,
                    stop_after: int | None = None) -> dict[str, LayerCounts]:
-    """The finished counts of every layer in `points` (HookPoints with a grid), computing what the
+    """The finished counts of every layer in `points` (UnitViews with a grid), computing what the
     run's dissect store does not hold yet. `stop_after` (tests) interrupts after that many batches
     of a pass, as a KeyboardInterrupt would, leaving its checkpoint."""
     from ..run.dissect_store import DissectStore
@@ -160,7 +160,7 @@ def _pass(store, which, points, probe, target, indices, batch_size, show_progres
     else:
         accs = init()
     capture = Capture(target, points, reduce={
-        p.name: (lambda out, p=p: p.layout.spatial_map(p.layout.canonical(out)).float().cpu())
+        p.name: (lambda out, p=p: p.layout.spatial_map(p.canonical(out)).float().cpu())
         for p in points})
     # the whole image, resized to the input size without the center crop (as the reference feeds
     # Broden images): the concept masks cover the whole image, so a cropped map would misalign

@@ -18,7 +18,7 @@ from ..models.target import Target
 from ..run import Run, open_run
 from .hooks import Capture
 from .pooling import pool
-from .replay import probe_for_run, target_for_run
+from .replay import probe_for_run, target_for_run, views_for_run
 
 
 @dataclass
@@ -71,12 +71,13 @@ def _render(run: Run, unit: str, rows: list[tuple[int, int, str, float]], target
     layer, u = run.parse_unit(unit)
     target = target_for_run(run, target)
     probe = probe_for_run(run, probe)
-    point = target.select([layer])[0]
+    view = views_for_run(run, target, [layer])[0]  # the unit in its recorded basis
+    point, layout = view.point, view.layout
     pooling = run.layers[layer]["pooling"]
     geometry, transform = target.preprocess.geometry(), target.preprocess.transform()
     size = target.preprocess.size
     capture = Capture(target, [point], reduce={
-        point.name: lambda out: point.layout.canonical(out)[:, u:u + 1].clone()})
+        point.name: lambda out: view.canonical(out)[:, u:u + 1].clone()})
     out: list[Exemplar] = []
     with capture.attached():
         for a in range(0, len(rows), batch_size):
@@ -86,10 +87,10 @@ def _render(run: Run, unit: str, rows: list[tuple[int, int, str, float]], target
             indices = np.array([index for _, index, _, _ in chunk], np.int64)
             batch = target.make_batch(pixels, indices, probe)
             acts = capture.run(batch)[point.name]  # (B, 1, S): this unit only
-            values = pool(acts, point.layout, pooling)[:, 0].float().cpu()
+            values = pool(acts, layout, pooling)[:, 0].float().cpu()
             maps = None
-            if point.layout.has_grid:
-                grid = point.layout.spatial_map(acts).float()  # (B, 1, h, w)
+            if layout.has_grid:
+                grid = layout.spatial_map(acts).float()  # (B, 1, h, w)
                 maps = F.interpolate(grid, size=(size, size), mode="bilinear",
                                      align_corners=False)[:, 0].cpu().numpy()
             for j, ((rank, index, image_id, value), im) in enumerate(zip(chunk, images)):

@@ -66,6 +66,7 @@ def _finalize(out: Path, require: bool):
     n_shards, mode = meta["key"]["sharding"]
     n_images = meta["key"]["probe"]["n_images"]
     layers = [l["name"] for l in meta["layers"]]
+    by_name = {l["name"]: l for l in meta["layers"]}
 
     merged: dict[str, LayerAccumulator] = {}
     progress = []
@@ -86,7 +87,7 @@ def _finalize(out: Path, require: bool):
         acc = merged[layer]
         rundir.write_layer_arrays(out, layer, {**acc.extremes.state(), **acc.histogram.state()})
         fault_point("merge.layer_arrays")
-        units.append(_unit_rows(layer, acc))
+        units.append(_unit_rows(layer, acc, (by_name[layer].get("basis") or {}).get("name")))
         if meta["key"]["save_acts"] and not rundir.final_acts_path(out, layer).exists():
             # present only when a killed merge already renamed it into place (complete)
             _assemble_acts(out, layer, acc.n_units, n_images, n_shards, mode)
@@ -110,7 +111,7 @@ def _finalize(out: Path, require: bool):
     return rundir.open_run(out)
 
 
-def _unit_rows(layer: str, acc: LayerAccumulator):
+def _unit_rows(layer: str, acc: LayerAccumulator, basis: str | None = None):
     import pandas as pd
 
     st = acc.stats
@@ -118,7 +119,8 @@ def _unit_rows(layer: str, acc: LayerAccumulator):
     q = acc.quantiles(list(QUANTILES))
     count = max(st.count, 1)
     return pd.DataFrame({
-        "unit": [f"{layer}:{i}" for i in range(n)], "layer": layer, "index": np.arange(n),
+        "unit": [rundir.unit_id(layer, i, basis) for i in range(n)], "layer": layer,
+        "index": np.arange(n),
         "count": st.count, "mean": st.mean.numpy(), "std": st.std.numpy(),
         "min": st.min.numpy(), "max": st.max.numpy(),
         "frac_positive": st.n_positive.numpy() / count,

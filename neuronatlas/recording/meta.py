@@ -8,8 +8,9 @@ import platform
 from importlib import metadata
 
 from ..data.probe import ProbeSet
-from ..models.target import HookPoint, Target
+from ..models.target import Target
 from ..run import FORMAT, FORMAT_VERSION
+from .basis import UnitView, state_digest
 from .config import RecordConfig
 from .stats import HIST_BINS, HIST_LIMIT, HIST_SCALE
 
@@ -27,8 +28,9 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def build_meta(target: Target, probe: ProbeSet, points: list[HookPoint], poolings: dict[str, str],
+def build_meta(target: Target, probe: ProbeSet, views: list[UnitView], poolings: dict[str, str],
                cfg: RecordConfig) -> dict:
+    points = [v.point for v in views]
     key = {
         "model": {"spec": target.spec, "weights": target.weights,
                   "seed": cfg.seed if target.weights == "random" else None,
@@ -41,20 +43,33 @@ def build_meta(target: Target, probe: ProbeSet, points: list[HookPoint], pooling
         "dedup": cfg.dedup,
         "sharding": [cfg.n_shards, cfg.shard_mode],
     }
+    encoded = [v for v in views if v.encoder is not None]
+    if encoded:  # identity runs keep the key they always had
+        key["basis"] = {v.name: {"name": v.encoder.name, "kind": v.encoder.to_json().get("kind"),
+                                 "digest": state_digest(v.encoder.state())} for v in encoded}
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "status": "recording",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "key": key,
         "model": target.describe(),
         "probe": {"spec": probe.spec, "kind": probe.kind, "n_images": len(probe)},
-        "layers": [{"name": p.name, "shape": list(p.shape), "n_units": p.n_units,
-                    "pooling": poolings[p.name], "layout": p.layout.to_json()} for p in points],
+        "layers": [_layer_meta(v, poolings[v.name]) for v in views],
         "histogram": {"bins": HIST_BINS, "scale": HIST_SCALE, "limit": HIST_LIMIT,
                       "spacing": "asinh(x/scale), evenly from -limit to +limit"},
         "config": cfg.to_json(),
         "seed": cfg.seed,
         "versions": package_versions(),
     }
+
+
+def _layer_meta(v: UnitView, pooling: str) -> dict:
+    """One recorded layer: its hook output (shape, layout) and its units (n_units, basis)."""
+    p = v.point
+    out = {"name": p.name, "shape": list(p.shape), "n_units": v.n_units, "pooling": pooling,
+           "layout": p.layout.to_json()}
+    if v.encoder is not None:
+        out["basis"] = v.encoder.to_json()  # the units are its features; RUN/basis/LAYER.npz
+    return out
 
 
 def listing_table(probe: ProbeSet):

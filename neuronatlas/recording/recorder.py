@@ -20,33 +20,35 @@ from .accumulator import LayerAccumulator
 from .config import RecordConfig
 from .hooks import Capture
 from .loop import LoopOptions, ShardJob, ShardProgress, ShardTask, run_tasks, shard_indices  # noqa: F401
+from .basis import UnitView, check_encoder, encoder_from_state
 from .meta import build_meta, listing_table
-from .pooling import check_pooling, pool_output
+from .pooling import check_pooling
 
 
 class RecordJob(ShardJob):
-    """`record`'s step of the shard loop: hooks pool every chosen layer inside the forward pass, the
-    pooled values feed one LayerAccumulator per layer (and, with save_acts, the rows on disk)."""
+    """`record`'s step of the shard loop: hooks pool every chosen layer inside the forward pass (in
+    its unit basis: recording/basis.py), the pooled values feed one LayerAccumulator per layer (and,
+    with save_acts, the rows on disk)."""
 
     label = "recording"
 
-    def __init__(self, target: Target, points: list[HookPoint], poolings: dict[str, str],
+    def __init__(self, target: Target, views: list[UnitView], poolings: dict[str, str],
                  cfg: RecordConfig, out: Path):
-        self.target, self.points, self.poolings, self.cfg, self.out = target, points, poolings, cfg, out
+        self.target, self.views, self.poolings, self.cfg, self.out = target, views, poolings, cfg, out
+        self.points = [v.point for v in views]
         self.device = target.device
         self.transform = target.preprocess.transform()
         # Pool inside the hooks: nothing later in the forward pass can alter the values.
-        reduce = {p.name: (lambda o, p=p: pool_output(o, p.layout, poolings[p.name]).float())
-                  for p in points}
-        self.capture = Capture(target, points, cfg.stop_early, reduce)
+        reduce = {v.name: (lambda o, v=v: v.pooled(o, poolings[v.name]).float()) for v in views}
+        self.capture = Capture(target, self.points, cfg.stop_early, reduce)
 
     def accumulators(self, states):
         if states is None:
-            return {p.name: LayerAccumulator(p.n_units, self.cfg.k, self.device) for p in self.points}
-        return {p.name: LayerAccumulator.from_state(states[p.name], self.device) for p in self.points}
+            return {v.name: LayerAccumulator(v.n_units, self.cfg.k, self.device) for v in self.views}
+        return {v.name: LayerAccumulator.from_state(states[v.name], self.device) for v in self.views}
 
     def row_widths(self) -> dict[str, int]:
-        return {p.name: p.n_units for p in self.points} if self.cfg.save_acts else {}
+        return {v.name: v.n_units for v in self.views} if self.cfg.save_acts else {}
 
     def attached(self):
         return self.capture.attached()
@@ -80,12 +82,14 @@ def loop_options(cfg: RecordConfig) -> LoopOptions:
 
 
 def record(model: str | Target, data, out: str | Path, config: RecordConfig | None = None, *,
-           show_progress: bool = False, engine=None, **options):
+           show_progress: bool = False, engine=None, basis: dict | None = None, **options):
     """Record `model`'s units over `data` into the run directory `out`.
 
     Returns the finished `Run`, or None when this was one shard and others are still missing.
     Options are the fields of `RecordConfig` (layers, pooling, k, batch_size, save_acts, shard...).
     `engine` runs the shard task (default: here, in this process; see recording/loop.py).
+    `basis` {layer: encoder} records those layers' units in an encoder's basis (features as units,
+    ids LAYER:INDEX@NAME; recording/basis.py); a run recorded with one finds it again on resume.
     """
     from .merge import finalize
 
@@ -112,17 +116,43 @@ def record(model: str | Target, data, out: str | Path, config: RecordConfig | No
         check_pooling(poolings[p.name], p.layout, p.name)
     out = Path(out)
     rundir.check_run_path(out)
+    views = unit_views(points, basis if basis is not None else stored_basis(out))
     with rundir.setup_lock(out):  # shards starting together create these files once
-        meta = rundir.create_or_verify(out, build_meta(target, probe, points, poolings, config))
+        meta = rundir.create_or_verify(out, build_meta(target, probe, views, poolings, config))
         if meta.get("status") != "complete":
             if not rundir.has_table(out, "images"):
                 rundir.write_table(out, "images", listing_table(probe))
+            for v in views:
+                if v.encoder is not None and not rundir.basis_path(out, v.name).exists():
+                    rundir.write_basis(out, v.name, v.encoder.to_json(), v.encoder.state())
             if target.truth is not None:  # synthetic units: their true labels
                 rundir.write_truth(out, target.truth)
     if meta.get("status") == "complete":
         return finalize(out)  # returns the run (and tidies up after a merge killed at its end)
-    task = ShardTask(lambda: RecordJob(target, points, poolings, config, out), probe,
+    task = ShardTask(lambda: RecordJob(target, views, poolings, config, out), probe,
                      shard_indices(len(probe), config.shard, config.n_shards, config.shard_mode),
                      rundir.ShardFiles(out, config.shard, config.n_shards), loop_options(config))
     run_tasks([task], engine, show_progress)  # each shard under its lock (loop.run_shard)
     return finalize(out)
+
+
+def unit_views(points: list[HookPoint], basis: dict | None) -> list[UnitView]:
+    """Each chosen point in its unit basis (identity unless `basis` names it)."""
+    basis = dict(basis or {})
+    names = [p.name for p in points]
+    unknown = [name for name in basis if name not in names]
+    if unknown:
+        raise UserError(f"basis for {', '.join(unknown)}: not among the recorded layers "
+                        f"({', '.join(names[:8])}); add it to --layers or fix the name")
+    for p in points:
+        if p.name in basis:
+            check_encoder(basis[p.name], p)
+    return [UnitView(p, basis.get(p.name)) for p in points]
+
+
+def stored_basis(out: Path) -> dict:
+    """The encoders an existing run at `out` was recorded with (none for a new run)."""
+    if not rundir.is_run(out):
+        return {}
+    layers = rundir.read_meta(out).get("key", {}).get("basis") or {}
+    return {layer: encoder_from_state(*rundir.read_basis(out, layer)) for layer in layers}

@@ -46,3 +46,18 @@ def probe_for_run(run, probe=None) -> ProbeSet:
                         f"(fingerprint {probe.fingerprint()} vs {want}); re-record the run or pass "
                         f"the original data")
     return probe
+
+
+def views_for_run(run, target: Target, layers: list[str]):
+    """The run's `layers` of `target` in the unit basis they were recorded in (recording/basis.py):
+    re-running them gives the recorded units (features for a basis layer, neurons otherwise)."""
+    from .. import run as rundir
+    from .basis import UnitView, encoder_from_state
+
+    points = target.select(list(layers))
+    views = []
+    for p in points:
+        basis = (run.layers.get(p.name) or {}).get("basis")
+        encoder = encoder_from_state(*rundir.read_basis(run.path, p.name)) if basis else None
+        views.append(UnitView(p, encoder))
+    return views

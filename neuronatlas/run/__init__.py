@@ -15,6 +15,7 @@
     RUN/dissect/KEY/                   netdissect's thresholds and (unit, concept pattern) counts per
                                        layer, reused by later netdissect / compositional runs
     RUN/evaluation/NAME.parquet        evaluation tables (ground_truth, simulation, agreement, detection, summary)
+    RUN/basis/LAYER.npz                the encoder a layer's units were recorded in (unit basis)
     RUN/partials/SHARD/checkpoint.npz  a shard's accumulators + progress, replaced atomically
     RUN/partials/SHARD/digests.bin     (index int64, blake2b-16) per decoded image, append-only
     RUN/partials/SHARD/acts/LAYER.npy  a shard's pooled rows, in shard order
@@ -32,4 +33,5 @@ from .lock import RunLocked, merge_lock, run_lock, setup_lock  # noqa: F401
 from .storage import shard_lock  # noqa: F401
 from .reader import *  # noqa: F401,F403
 from .second_order_store import *  # noqa: F401,F403
+from .basis_store import *  # noqa: F401,F403
 from .dissect_store import *  # noqa: F401,F403

@@ -13,6 +13,21 @@ from .storage import (RERECORD, acts_path, cache_dir, layer_dir, read_json_file,
                       read_parquet_file)
 
 
+# -- unit ids (the grammar; recording/basis.py explains bases) ----------------------------------
+def unit_id(layer: str, index: int, basis: str | None = None) -> str:
+    """`LAYER:INDEX` (identity) or `LAYER:INDEX@NAME` (a feature of basis NAME)."""
+    return f"{layer}:{int(index)}" + (f"@{basis}" if basis else "")
+
+
+def split_unit_id(unit: str) -> tuple[str, str, str | None]:
+    """`LAYER:INDEX[@NAME]` -> (layer, index text, basis name or None); no validation of the parts."""
+    text, at, basis = str(unit).rpartition("@")
+    if not at or ":" in basis:  # an '@' inside the layer name, not a basis suffix
+        text, basis = str(unit), None
+    layer, _, idx = text.rpartition(":")
+    return layer, idx, basis
+
+
 # -- the finished run ----------------------------------------------------------------------------
 class Run:
     """Read access to a recorded run: `neuronatlas.open_run(path)`."""
@@ -51,21 +66,40 @@ class Run:
         return self._images
 
     def parse_unit(self, unit: str) -> tuple[str, int]:
-        """`layer:index` -> (layer, index), with clear errors for unknown layers / out of range."""
-        layer, sep, idx = str(unit).rpartition(":")
-        if not sep or not idx.lstrip("-").isdigit():
+        """`layer:index` (or `layer:index@basis` for a layer recorded in a unit basis) -> (layer,
+        index), with clear errors for unknown layers, a missing or wrong basis, out of range."""
+        layer, idx, basis = split_unit_id(unit)
+        if not layer or not idx.lstrip("-").isdigit():
+            first = next(iter(self.layers))
             raise UserError(f"unit '{unit}' is not of the form LAYER:INDEX (e.g. "
-                            f"{next(iter(self.layers))}:0)")
+                            f"{self.unit_id(first, 0)})")
         if layer not in self.layers:
             hint = near_matches(layer, list(self.layers))
             raise UserError(f"layer '{layer}' is not in this run; recorded layers: "
                             f"{', '.join(hint or list(self.layers)[:8])}")
+        want = self.basis(layer)
+        if basis != want:
+            if want is None:
+                raise UserError(f"{layer} was recorded in the neuron basis: its units are "
+                                f"{layer}:INDEX, without '@{basis}'")
+            raise UserError(f"{layer} was recorded in basis '{want}': its units are "
+                            f"{unit_id(layer, idx, want)}")
         n = self.layers[layer]["n_units"]
         i = int(idx)
         if not 0 <= i < n:
             raise UserError(f"unit index {i} is out of range for {layer}, which has {n} units "
                             f"(0..{n - 1})")
         return layer, i
+
+    def basis(self, layer: str) -> str | None:
+        """The name of the unit basis `layer` was recorded in (None: its neurons)."""
+        return (self.layers[layer].get("basis") or {}).get("name")
+
+    def unit_id(self, layer: str, index: int) -> str:
+        return unit_id(layer, index, self.basis(layer))
+
+    def unit_ids(self, layer: str) -> list[str]:
+        return [self.unit_id(layer, i) for i in range(self.layers[layer]["n_units"])]
 
     def array(self, layer: str, name: str) -> np.ndarray:
         key = (layer, name)

@@ -120,7 +120,7 @@ def _select_units(run: Run, cfg: ExportConfig, rng: np.random.Generator) -> list
     units = []
     for layer, info in run.layers.items():
         picked = np.sort(rng.choice(info["n_units"], min(n, info["n_units"]), replace=False))
-        units += [f"{layer}:{int(i)}" for i in picked]
+        units += [run.unit_id(layer, int(i)) for i in picked]
     return units
 
 
@@ -166,7 +166,7 @@ def _plan(run: Run, cfg: ExportConfig, seed: int) -> list[Item]:
     for h in hosts:
         like = real[int(h)]
         n_layer_units = run.layers[like.layer]["n_units"]
-        host = f"{like.layer}:{int(rng.integers(n_layer_units))}"
+        host = run.unit_id(like.layer, int(rng.integers(n_layer_units)))
         k = len(like.tiles)
         if cfg.control_kind == "random-images":
             pool, extreme = ok, None
