@@ -110,7 +110,8 @@ def test_a_labeler_in_one_new_file_runs_through_cli_evaluation_and_atlas(syn_run
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "k must be at least 1" in r.stderr
     r = cli(tmp_path, "describe", run, "--method", "caption-words", "--quantile", "0.1")
-    assert r.returncode == 2 and "only apply to --method netdissect" in r.stderr
+    assert r.returncode == 2 and "--quantile only apply to" in r.stderr
+    assert "--method netdissect" in r.stderr and "not caption-words" in r.stderr
 
     r = cli(tmp_path, "evaluate", run, "--no-simulation")
     assert r.returncode == 0, r.stderr
