@@ -96,6 +96,10 @@ def record(
                                     help="LAYER=FILE.npz: record LAYER's units in the basis of an "
                                          "encoder file (features as units, ids LAYER:INDEX@NAME; "
                                          "neuronatlas.run.save_encoder_file writes one). Repeatable."),
+    sae: list[str] = typer.Option([], "--sae",
+                                  help="DIR or LAYER=DIR: record the layer an SAE folder (ours, "
+                                       "SAELens's, or a hub id) was trained on in its features "
+                                       "(ids LAYER:INDEX@sae). Repeatable."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Record top/bottom exemplars and statistics of every unit of LAYERS over a probe set.
@@ -113,7 +117,7 @@ def record(
                        weights=weights, random_weights=random_weights, device=device,
                        checkpoint_seconds=checkpoint_seconds, checkpoint_every=checkpoint_every)
     run = do_record(model, data, out, cfg, show_progress=not quiet,
-                    basis=_encoders(basis) if basis else None)
+                    basis={**_encoders(basis), **_sae_encoders(sae)} if basis or sae else None)
     if run is None:
         typer.echo(f"shard {i}/{n} done; the run is merged when every shard has finished "
                    f"(or run `neuronatlas merge {out}`)")
@@ -132,6 +136,21 @@ def _encoders(items: list[str]) -> dict:
         if not eq or not layer or not path:
             raise UserError(f"--basis must look like LAYER=FILE.npz (got '{item}')")
         out[layer] = encoder_from_state(*load_encoder_file(path))
+    return out
+
+
+def _sae_encoders(items: list[str]) -> dict:
+    """--sae DIR / LAYER=DIR options -> {layer: the SAE as an encoder}."""
+    from .sae.basis import sae_encoder, sae_layer
+
+    out = {}
+    for item in items:
+        layer, eq, folder = item.partition("=") if "=" in item else ("", "", item)
+        layer = layer or sae_layer(folder)
+        if not layer:
+            raise UserError(f"the SAE in {folder} does not say which layer it reads: pass "
+                            f"--sae LAYER={folder}")
+        out[layer] = sae_encoder(folder)
     return out
 
 

@@ -147,7 +147,8 @@ def layer_counts(run, layers=None, quantile: float = 0.005, mask_size: int | Non
     target = target_for_run(run, target)
     names = [layers] if isinstance(layers, str) else list(layers or run.layers)
     for name in names:
-        run.parse_unit(f"{name}:0")  # unknown layer -> UserError with near matches
+        if name not in run.layers:
+            run.parse_unit(f"{name}:0")  # unknown layer -> UserError with near matches
     points = [v for v in views_for_run(run, target, names) if v.layout.has_grid]
     if not points:
         raise UserError(f"netdissect needs layers with a spatial grid; {', '.join(names)} "

@@ -91,7 +91,7 @@ class DoublingHistogram:
         x = x.to(torch.float64)
         idx = ((x - self.lo[:, None]) / self.width[:, None]).floor_().clamp_(0, self.bins - 1).long()
         idx += (torch.arange(self.n_units) * self.bins)[:, None]
-        flat = idx.view(-1)
+        flat = idx.reshape(-1)  # a basis layer's maps arrive transposed (not contiguous)
         self.counts.view(-1).index_add_(0, flat, torch.ones(1, dtype=self.counts.dtype).expand(len(flat)))
 
     def _grow(self, xmin: torch.Tensor, xmax: torch.Tensor) -> None:

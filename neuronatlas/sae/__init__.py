@@ -12,6 +12,7 @@ from .architectures import build_sae
 from .base import ARCHITECTURES, SparseAutoencoder, register_architecture
 from .config import SAEConfig, TrainConfig
 from .format import load_sae, save_sae
+from . import basis  # noqa: F401,E402  (registers the "sae" encoder kind for runs recorded with one)
 
 __all__ = ["ARCHITECTURES", "SAEConfig", "SparseAutoencoder", "TrainConfig", "build_sae",
            "load_sae", "register_architecture", "save_sae"]
