@@ -151,7 +151,7 @@ def test_experiments_are_shown_served_and_exported(experiments_run, page, tmp_pa
 
     from neuronatlas.run.vlm import ExperimentStore
 
-    client = TestClient(create_app(experiments_run))
+    client = TestClient(create_app(experiments_run), base_url="http://127.0.0.1")  # Host check
     ix = client.get("/api/vlm/lens").json()
     assert ix["images"] == [] and ix["status"] == "none"
     assert [(e["kind"], e["name"]) for e in ix["experiments"]] == [("ablation", "default"),
