@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import UserError
+from ..run import is_run
 from ..run.vlm import LensStore, finished_experiments, has_logit_lens, has_vlm_results
 from .pages import STATIC, _escape
 
@@ -29,7 +30,7 @@ __all__ = ["has_logit_lens", "has_vlm_results", "experiments", "lens_only", "len
 
 def lens_only(run_path) -> bool:
     """A directory holding vlm results (a logit lens, ablations, knockouts) but no recording."""
-    return not (Path(run_path) / "run.json").exists() and has_vlm_results(run_path)
+    return not is_run(Path(run_path)) and has_vlm_results(run_path)
 
 
 def _records(df) -> list[dict]:
