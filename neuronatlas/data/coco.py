@@ -4,7 +4,7 @@ The images are the JSON's `images` entries found in DIR (default: the folder nam
 `instances_NAME.json` next to its folder, e.g. coco/val2017 for coco/annotations/
 instances_val2017.json, else the JSON's own folder), in id order; image_id = the COCO id.
 `objects(index)` gives every non-crowd instance as (category name, boolean mask at the image's own
-size), polygons rasterised (PIL, the polygon's pixels and outline).
+size), polygons rasterised by pycocotools (pixel centres inside the polygon).
 
 `filter=paper` (the default) keeps the images of Neo et al. 2024 (llava-interp): at most 3
 annotations, and some category with exactly one instance whose area is in (1000, 2000) px^2; the
@@ -34,16 +34,18 @@ MAX_ANNOTATIONS = 3
 
 
 def polygon_mask(segmentation, height: int, width: int) -> np.ndarray:
-    """Boolean [H, W] mask of a COCO polygon list ([[x0, y0, x1, y1, ...], ...])."""
-    from PIL import Image, ImageDraw
-
-    im = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(im)
-    for poly in segmentation:
-        pts = [(float(poly[i]), float(poly[i + 1])) for i in range(0, len(poly) - 1, 2)]
-        if len(pts) >= 3:
-            draw.polygon(pts, fill=1, outline=1)
-    return np.asarray(im, dtype=bool)
+    """Boolean [H, W] mask of a COCO polygon list ([[x0, y0, x1, y1, ...], ...]), rasterised by
+    pycocotools, the format's own implementation (a pixel is in when its centre is: a w x h box
+    covers exactly w x h pixels, the annotation's `area`; drawing the outline too would add a rim)."""
+    try:
+        from pycocotools import mask as coco_mask
+    except ImportError:
+        raise UserError("COCO masks need pycocotools: pip install 'neuronatlas[coco]'") from None
+    polys = [list(map(float, p)) for p in segmentation if len(p) >= 6]
+    if not polys:
+        return np.zeros((height, width), bool)
+    rle = coco_mask.merge(coco_mask.frPyObjects(polys, height, width))
+    return coco_mask.decode(rle).astype(bool)
 
 
 def paper_objects(anns: list[dict]) -> list[dict]:

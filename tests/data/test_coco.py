@@ -55,8 +55,14 @@ def test_paper_filter_and_masks(tmp_path):
     assert [(n, m.shape) for _, n, m in objs] == [("dog", (80, 120))]
     m = objs[0][2]
     want = np.zeros((80, 120), bool)
-    want[25:56, 40:81] = True  # the polygon's pixels and outline
+    want[25:55, 40:80] = True  # pixel centres inside the 40 x 30 box: its area, 1200 pixels
     assert np.array_equal(m, want)
+    # the same mask as pycocotools' own COCO API reads from the file
+    from pycocotools.coco import COCO
+
+    api = COCO(str(path))
+    (ann,) = [a for a in api.loadAnns(api.getAnnIds(imgIds=[1])) if a["category_id"] == 1]
+    assert np.array_equal(m, api.annToMask(ann).astype(bool)) and m.sum() == ann["area"]
     every = open_probe(f"coco:{path},filter=none")
     assert len(every) == 4 and len(every.objects(0, study_only=False)) == 2
     assert probe.read_image(0).size == (120, 80)
